@@ -1,0 +1,36 @@
+# ironlite — see README.md. `make test` is the one test command CI runs.
+GO        ?= go
+BIN       := bin
+STATICCHECK_VERSION := v0.8.2
+export CGO_ENABLED := 0
+
+.PHONY: all build test unit test-cli lint initramfs e2e bench-api deps clean
+
+all: build
+
+build: ## static binaries into bin/
+	$(GO) build -trimpath -o $(BIN)/ironlite ./controller/cmd/ironlite
+	@if [ -d agent/cmd/ironlite-agent ]; then $(GO) build -trimpath -o $(BIN)/ironlite-agent ./agent/cmd/ironlite-agent; fi
+
+unit: ## Go unit and integration tests (real SQLite, ipmi_sim, loop files)
+	$(GO) vet ./...
+	$(GO) test -count=1 ./...
+
+test-cli: build ## the real `openstack baremetal` client and our CLI against `ironlite serve`
+	bash scripts/test-cli
+
+test: unit test-cli ## everything CI runs
+
+lint: ## gofmt, go vet, staticcheck
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+deps: ## Debian packages the tests and the lab need (run as root)
+	bash scripts/install-deps
+
+bench-api: build ## API throughput/latency vs Ironic (see scripts/bench-api)
+	bash scripts/bench-api
+
+clean:
+	rm -rf $(BIN) build

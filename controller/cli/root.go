@@ -1,0 +1,44 @@
+package cli
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// app carries what every client command needs.
+type app struct {
+	url    string
+	client *Client
+}
+
+// NewRoot returns the `ironlite` command with the client subcommands;
+// main adds `serve`.
+func NewRoot() *cobra.Command {
+	a := &app{}
+	root := &cobra.Command{
+		Use:   "ironlite",
+		Short: "ironlite: bare-metal provisioning with an Ironic-compatible API",
+		Long: `ironlite runs the controller (ironlite serve) and is its client.
+
+The client commands mirror "openstack baremetal ...": replace
+"openstack baremetal" with "ironlite", e.g.
+
+  ironlite node create --driver ipmi --name BM01 --driver-info ipmi_address=10.0.0.5 ...
+  ironlite node power on BM01
+  ironlite node boot device set BM01 pxe
+  ironlite port create --node <node uuid> 52:54:00:12:34:56
+
+The API endpoint comes from --url, IRONLITE_URL or OS_ENDPOINT
+(default http://127.0.0.1:6385).`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRun: func(cmd *cobra.Command, args []string) {
+			a.client = &Client{BaseURL: a.url, HTTP: &http.Client{Timeout: 5 * time.Minute}}
+		},
+	}
+	root.PersistentFlags().StringVar(&a.url, "url", defaultURL(), "ironlite (or Ironic) API endpoint; env IRONLITE_URL or OS_ENDPOINT")
+	root.AddCommand(a.nodeCmd(), a.portCmd(), a.driverCmd())
+	return root
+}

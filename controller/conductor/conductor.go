@@ -219,17 +219,25 @@ func (c *Conductor) withLock(ctx context.Context, ident string, fn func(n *model
 	return n, nil
 }
 
-// spawn runs task on the (already reserved and saved) node in a worker. The
-// worker saves the node afterwards and releases the lock. When every worker
-// is busy it releases the lock and fails with 503, as Ironic's
-// NoFreeConductorWorker does.
-func (c *Conductor) spawn(n *model.Node, what string, task func(ctx context.Context, n *model.Node)) error {
+// errNoWorker is Ironic's NoFreeConductorWorker.
+var errNoWorker = errorf(Unavailable, "Requested action cannot be performed due to lack of free conductor workers.")
+
+// takeWorker claims a worker slot. Callers claim it before committing a new
+// state, so a busy conductor refuses (503) without leaving the node in a
+// transient state nobody works on.
+func (c *Conductor) takeWorker() error {
 	select {
 	case c.workers <- struct{}{}:
+		return nil
 	default:
-		c.release(n)
-		return errorf(Unavailable, "Requested action cannot be performed due to lack of free conductor workers.")
+		return errNoWorker
 	}
+}
+
+// spawn runs task on the (already reserved and saved) node in the worker
+// slot the caller claimed with takeWorker. The worker saves the node
+// afterwards and releases the lock.
+func (c *Conductor) spawn(n *model.Node, what string, task func(ctx context.Context, n *model.Node)) {
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -249,7 +257,6 @@ func (c *Conductor) spawn(n *model.Node, what string, task func(ctx context.Cont
 		log.Info("task finished", "provision_state", n.ProvisionState, "power_state", n.PowerState,
 			"duration", time.Since(start).Round(time.Millisecond), "last_error", n.LastError)
 	}()
-	return nil
 }
 
 func (c *Conductor) save(n *model.Node) {

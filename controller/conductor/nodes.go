@@ -186,10 +186,18 @@ func (c *Conductor) Validate(ctx context.Context, ident string) (map[string]Inte
 	out := map[string]InterfaceResult{}
 	t, f := true, false
 	for _, kind := range []string{"bios", "boot", "console", "deploy", "inspect", "management", "network", "power", "raid", "rescue", "storage"} {
-		impl := ifs.ByKind[kind]
-		if impl == nil {
-			reason := "not supported"
-			out[kind] = InterfaceResult{Reason: &reason}
+		impl, name := ifs.ByKind[kind], n.Interfaces[kind]
+		switch {
+		case impl == nil && name == "noop":
+			out[kind] = InterfaceResult{Result: &t}
+			continue
+		case impl == nil && (name == "" || strings.HasPrefix(name, "no-")):
+			reason := fmt.Sprintf("Driver %s does not support %s (disabled or not implemented).", n.Driver, kind)
+			out[kind] = InterfaceResult{Result: &f, Reason: &reason}
+			continue
+		case impl == nil:
+			reason := fmt.Sprintf("%s interface %q is not available in this build of ironlite.", kind, name)
+			out[kind] = InterfaceResult{Result: &f, Reason: &reason}
 			continue
 		}
 		if err := impl.Validate(n); err != nil {

@@ -58,16 +58,21 @@ func (c *Conductor) ChangePower(ctx context.Context, ident, target string, timeo
 	if !statemachine.IsFailure(n.ProvisionState) {
 		n.LastError = ""
 	}
+	if err := c.takeWorker(); err != nil {
+		return err
+	}
 	if err := c.store.UpdateNode(ctx, n); err != nil {
+		<-c.workers
 		return err
 	}
 	spawned = true
-	return c.spawn(n, "power "+target, func(ctx context.Context, n *model.Node) {
+	c.spawn(n, "power "+target, func(ctx context.Context, n *model.Node) {
 		if err := c.powerAction(ctx, n, ifs.Power, target, timeout); err != nil {
 			n.LastError = fmt.Sprintf("Failed to change power state to '%s' by '%s': %s", n.TargetPowerState, target, err)
 		}
 		n.TargetPowerState = ""
 	})
+	return nil
 }
 
 // powerAction performs target on the node and records the outcome in

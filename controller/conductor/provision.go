@@ -67,13 +67,25 @@ func (c *Conductor) Provision(ctx context.Context, ident string, req ProvisionRe
 	if err != nil {
 		return err
 	}
+	// The new state is committed only once a worker is ours: a busy
+	// conductor answers 503 and the node stays as it was.
+	if err := c.takeWorker(); err != nil {
+		return err
+	}
+	workerUsed := false
+	defer func() {
+		if !workerUsed {
+			<-c.workers
+		}
+	}()
 	start := func(what string, task func(ctx context.Context, n *model.Node)) error {
 		n.LastError = ""
 		if err := c.store.UpdateNode(ctx, n); err != nil {
 			return err
 		}
-		spawned = true
-		return c.spawn(n, what, task)
+		spawned, workerUsed = true, true
+		c.spawn(n, what, task)
+		return nil
 	}
 
 	switch verb.Event {

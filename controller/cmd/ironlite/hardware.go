@@ -4,10 +4,16 @@ import (
 	"log/slog"
 
 	"github.com/ironlite/ironlite/controller/drivers"
+	"github.com/ironlite/ironlite/controller/drivers/ipmi"
 )
 
-// registerHardware adds the real hardware types (ipmi) to the registry.
-func registerHardware(reg *drivers.Registry, log *slog.Logger) {
-	_ = reg
-	_ = log
+// registerHardware adds the real hardware types to the registry and
+// returns a function that closes their BMC sessions.
+func registerHardware(reg *drivers.Registry, log *slog.Logger) func() {
+	d := ipmi.Register(reg, ipmi.Options{Logger: log})
+	return func() {
+		if err := d.Close(); err != nil {
+			log.Warn("close IPMI sessions", "err", err)
+		}
+	}
 }

@@ -167,7 +167,7 @@ func serve(ctx context.Context, o *serveOptions) error {
 
 	reg := drivers.NewRegistry()
 	fake.Register(reg)
-	registerHardware(reg, log)
+	defer registerHardware(reg, log)()
 
 	ac, force := o.automatedClean, o.forcePowerSync
 	syncInterval := o.syncPowerInterval

@@ -153,6 +153,11 @@ func (m *Management) Sensors(ctx context.Context, n *model.Node) ([]drivers.Sens
 	err = m.d.pool.do(ctx, b, n.UUID, "sdr list", func(ctx context.Context, c *client.Client) error {
 		var err error
 		raw, err = c.GetSensors(ctx)
+		if err != nil && emptyRepository(err) {
+			// An empty SDR repository answers the first Get SDR with
+			// "record not found" (0xcb): that is no sensors, not a fault.
+			raw, err = nil, nil
+		}
 		return err
 	})
 	if err != nil {
@@ -271,4 +276,11 @@ func (m *Management) ClearSEL(ctx context.Context, n *model.Node) error {
 		}
 		return fmt.Errorf("SEL erase still in progress after 5s")
 	})
+}
+
+// emptyRepository says whether err is a BMC's "requested sensor, data, or
+// record not found" completion code (0xcb) for the first record.
+func emptyRepository(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "recordID (0x0)") && strings.Contains(msg, "0xcb")
 }

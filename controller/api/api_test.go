@@ -241,8 +241,8 @@ func TestNodeCRUDAndMasking(t *testing.T) {
 	e := newEnv(t)
 	n := e.create(map[string]any{
 		"driver": "fake-hardware", "name": "BM01",
-		"driver_info": map[string]any{"ipmi_address": "10.0.0.5", "ipmi_password": "s3cret", "nested": map[string]any{"auth_token": "tok"}},
-		"properties":  map[string]any{"cpus": 8, "memory_mb": 16384},
+		"driver_info":   map[string]any{"ipmi_address": "10.0.0.5", "ipmi_password": "s3cret", "nested": map[string]any{"auth_token": "tok"}},
+		"properties":    map[string]any{"cpus": 8, "memory_mb": 16384},
 		"instance_info": map[string]any{"configdrive": "H4sI", "image_source": "http://x/y.qcow2"},
 	})
 	di := n["driver_info"].(map[string]any)

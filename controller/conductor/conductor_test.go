@@ -90,8 +90,8 @@ func TestRecoverAfterRestart(t *testing.T) {
 	// A previous process died holding these nodes mid-flight.
 	cases := []struct {
 		state, target, want string
-		reserved             bool
-		power                string
+		reserved            bool
+		power               string
 	}{
 		{statemachine.Deploying, statemachine.Active, statemachine.DeployFail, true, ""},
 		{statemachine.Cleaning, statemachine.Available, statemachine.CleanFail, true, ""},

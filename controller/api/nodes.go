@@ -584,7 +584,9 @@ func applyNodeDoc(v Version, doc map[string]any, n *model.Node, keys []string) e
 		default:
 			if kind, ok := strings.CutSuffix(k, "_interface"); ok && slices.Contains(model.InterfaceKinds, kind) {
 				var s string
-				s, err = optString(k, val)
+				if s, err = optString(k, val); err != nil {
+					return err
+				}
 				if n.Interfaces == nil {
 					n.Interfaces = map[string]string{}
 				}

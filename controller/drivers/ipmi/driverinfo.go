@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -357,10 +356,4 @@ func validateBridging(info model.JSONObject, b *BMCInfo) error {
 		}
 	}
 	return invalid("Value for ipmi_bridging is provided as %s, but IPMI bridging is not supported by ironlite's IPMI library (go-ipmi has no Send Message bridging); use ipmi_bridging \"no\".", bt)
-}
-
-// errorsAsValidation reports whether err is a driver_info problem.
-func errorsAsValidation(err error) bool {
-	var ve *ValidationError
-	return errors.As(err, &ve)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/ironlite/ironlite/controller/api"
 	"github.com/ironlite/ironlite/controller/conductor"
 	"github.com/ironlite/ironlite/controller/drivers"
+	"github.com/ironlite/ironlite/controller/drivers/agent"
 	"github.com/ironlite/ironlite/controller/drivers/fake"
 	"github.com/ironlite/ironlite/controller/store"
 )
@@ -36,6 +37,7 @@ func newEnv(t *testing.T) *env {
 	}
 	reg := drivers.NewRegistry()
 	fake.Register(reg)
+	agent.Register(reg)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cond := conductor.New(st, reg, conductor.Config{Host: "test-host", LockRetries: 1, LockRetryInterval: time.Millisecond}, log)
 	srv := httptest.NewServer(api.New(cond, api.Config{MaxBodyBytes: 64 << 10}, log))
@@ -130,7 +132,8 @@ func (e *env) waitState(ident, want string) map[string]any {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		n := e.do("GET", "/v1/nodes/"+ident, latest, nil).json(e.t)
-		if n["provision_state"] == want && n["target_provision_state"] == nil && n["reservation"] == nil {
+		settled := n["target_provision_state"] == nil || strings.HasSuffix(want, "wait") || strings.HasSuffix(want, "failed")
+		if n["provision_state"] == want && settled && n["reservation"] == nil {
 			return n
 		}
 		if time.Now().After(deadline) {

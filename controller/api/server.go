@@ -116,6 +116,11 @@ func (s *Server) routes(e *echo.Echo) {
 	v1.PATCH("/ports/:port", s.patchPort)
 	v1.DELETE("/ports/:port", s.deletePort)
 
+	v1.GET("/lookup", s.lookup)
+	v1.POST("/heartbeat/:node", s.heartbeat)
+	v1.POST("/continue_inspection", s.continueInspection)
+	v1.GET("/nodes/:node/inventory", s.inventory)
+
 	v1.GET("/drivers", s.listDrivers)
 	v1.GET("/drivers/:driver", s.showDriver)
 	v1.GET("/drivers/:driver/properties", s.driverProperties)

@@ -56,3 +56,10 @@ type RAID interface {
 	Interface
 	ValidateRAIDConfig(cfg model.JSONObject) error
 }
+
+// HeartbeatHandler is implemented by deploy interfaces that advance their
+// flow when the agent heartbeats (the direct deploy: wait call-back and
+// clean wait). The node is locked and saved around the call.
+type HeartbeatHandler interface {
+	Heartbeat(ctx context.Context, n *model.Node) error
+}

@@ -1,0 +1,123 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/ironlite/ironlite/agent/protocol"
+)
+
+// HeartbeatTimeout is the heartbeat_timeout handed to agents in lookup
+// ([api]ramdisk_heartbeat_timeout).
+const HeartbeatTimeout = 300
+
+// lookup serves GET /v1/lookup (API 1.22+; public, used by the agent).
+func (s *Server) lookup(c echo.Context) error {
+	if !version(c).AtLeast(22) {
+		return apiErr(http.StatusNotFound, "The resource could not be found.")
+	}
+	var macs []string
+	if a := c.QueryParam("addresses"); a != "" {
+		macs = strings.Split(a, ",")
+	}
+	uuid := c.QueryParam("node_uuid")
+	if len(macs) == 0 && uuid == "" {
+		return badRequest("Lookup requires either addresses or node_uuid, with at least one valid MAC address.")
+	}
+	n, token, err := s.cond.Lookup(c.Request().Context(), macs, uuid)
+	if err != nil {
+		return err
+	}
+	ii := maskSecrets(obj(n.InstanceInfo))
+	if _, ok := ii["image_url"]; ok {
+		ii["image_url"] = "******"
+	}
+	resp := protocol.LookupResponse{
+		Node: protocol.LookupNode{
+			UUID:               n.UUID,
+			Properties:         obj(n.Properties),
+			InstanceInfo:       ii,
+			DriverInternalInfo: maskSecrets(obj(n.DriverInternalInfo)),
+			Links: []protocol.Link{
+				{Href: s.baseURL(c) + "/v1/nodes/" + n.UUID, Rel: "self"},
+				{Href: s.baseURL(c) + "/nodes/" + n.UUID, Rel: "bookmark"},
+			},
+		},
+		Config: protocol.LookupConfig{
+			Metrics:                     map[string]any{"backend": "noop", "prepend_host": false, "prepend_uuid": false, "prepend_host_reverse": true, "global_prefix": nil},
+			MetricsStatsd:               map[string]any{"statsd_host": "localhost", "statsd_port": 8125},
+			HeartbeatTimeout:            HeartbeatTimeout,
+			AgentToken:                  token,
+			AgentTokenRequired:          true,
+			PermittedImageFormats:       []string{"raw", "qcow2", "iso"},
+			EnableBiosBootloaderInstall: true,
+		},
+	}
+	return c.JSON(http.StatusOK, resp)
+}
+
+// heartbeat serves POST /v1/heartbeat/{node} (API 1.22+; public).
+func (s *Server) heartbeat(c echo.Context) error {
+	v := version(c)
+	if !v.AtLeast(22) {
+		return apiErr(http.StatusNotFound, "The resource could not be found.")
+	}
+	body, err := strictObject(c, "callback_url", "agent_token", "agent_version", "agent_verify_ca", "agent_status", "agent_status_message")
+	if err != nil {
+		return err
+	}
+	for field, minor := range map[string]int{"agent_version": 36, "agent_token": 62, "agent_verify_ca": 68, "agent_status": 72, "agent_status_message": 72} {
+		if _, ok := body[field]; ok && !v.AtLeast(minor) {
+			return badRequest("Field \"%s\" not recognised.", field)
+		}
+	}
+	var hb protocol.HeartbeatRequest
+	raw, _ := json.Marshal(body)
+	if err := json.Unmarshal(raw, &hb); err != nil {
+		return badRequest("Invalid heartbeat: %s", err)
+	}
+	if hb.CallbackURL == "" {
+		return badRequest("'callback_url' is a required property")
+	}
+	if err := s.cond.Heartbeat(c.Request().Context(), c.Param("node"), hb); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusAccepted)
+}
+
+// continueInspection serves POST /v1/continue_inspection: the agent's
+// inventory at the end of in-band inspection (Ironic 2023.2's endpoint,
+// accepted at any microversion so IPA-style agents work against us).
+func (s *Server) continueInspection(c echo.Context) error {
+	raw, err := io.ReadAll(c.Request().Body)
+	if err != nil {
+		return err
+	}
+	var data protocol.InspectionData
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if err := dec.Decode(&data); err != nil {
+		return badRequest("Malformed inspection data: %s", err)
+	}
+	n, err := s.cond.ContinueInspection(c.Request().Context(), data, raw)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusAccepted, protocol.InspectionResponse{UUID: n.UUID})
+}
+
+// inventory serves GET /v1/nodes/{node}/inventory (1.81).
+func (s *Server) inventory(c echo.Context) error {
+	if err := needVersion(c, 81, "The inventory API"); err != nil {
+		return err
+	}
+	inv, pd, err := s.cond.Inventory(c.Request().Context(), c.Param("node"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]json.RawMessage{"inventory": inv, "plugin_data": pd})
+}

@@ -34,7 +34,7 @@ func nodePath(ident string) string { return "/v1/nodes/" + url.PathEscape(ident)
 func (a *app) nodeCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "node", Short: "Manage bare-metal nodes"}
 	cmd.AddCommand(a.nodeCreate(), a.nodeList(), a.nodeShow(), a.nodeSet(), a.nodeUnset(), a.nodeDelete(),
-		a.nodeValidate(), a.nodePower(), a.nodeReboot(), a.nodeBoot(), a.nodeMaintenance(), a.nodeBMC())
+		a.nodeValidate(), a.nodePower(), a.nodeReboot(), a.nodeBoot(), a.nodeMaintenance(), a.nodeBMC(), a.nodeInventory())
 	for _, v := range provisionVerbs {
 		cmd.AddCommand(a.nodeProvision(v))
 	}
@@ -585,4 +585,29 @@ func (a *app) waitProvision(w io.Writer, ident, done string, timeout time.Durati
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+}
+
+func (a *app) nodeInventory() *cobra.Command {
+	var o output
+	cmd := &cobra.Command{
+		Use:   "inventory NODE",
+		Short: "Show the hardware inventory the agent reported during inspection",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.format == "table" {
+				o.format = "json"
+			}
+			if err := o.check(); err != nil {
+				return err
+			}
+			var res map[string]any
+			if err := a.client.Do("GET", nodePath(args[0])+"/inventory", nil, &res); err != nil {
+				return err
+			}
+			return o.printObject(cmd.OutOrStdout(), res)
+		},
+	}
+	o.register(cmd)
+	cmd.Flags().Lookup("format").Usage = "output format: json (default), yaml or value"
+	return cmd
 }

@@ -65,6 +65,11 @@ func New(cond *conductor.Conductor, cfg Config, log *slog.Logger) *Server {
 	e.HideBanner, e.HidePort = true, true
 	e.IPExtractor = echo.ExtractIPDirect()
 	e.HTTPErrorHandler = s.handleError
+	// The OpenStack client asks for "/v1/nodes/?provision_state=..."; Ironic
+	// routes both spellings.
+	e.Pre(middleware.RemoveTrailingSlashWithConfig(middleware.TrailingSlashConfig{
+		Skipper: func(c echo.Context) bool { return c.Request().URL.Path == "/" },
+	}))
 	e.Use(s.requestID, s.recoverer, s.accessLog, s.bodyLimit)
 	s.routes(e)
 	s.echo = e

@@ -24,9 +24,22 @@ func kvPairs(opt string, pairs []string) (map[string]any, error) {
 		if !ok || k == "" {
 			return nil, fmt.Errorf("--%s %q: expected KEY=VALUE", opt, p)
 		}
-		out[k] = v
+		out[k] = jsonOrString(v)
 	}
 	return out, nil
+}
+
+// jsonOrString decodes v as JSON when it is JSON (cpus=4 -> 4,
+// flag=true -> true, caps={"a":1} -> an object), else keeps the string, as
+// python-ironicclient does for KEY=VALUE options.
+func jsonOrString(v string) any {
+	var x any
+	dec := json.NewDecoder(strings.NewReader(v))
+	dec.UseNumber()
+	if err := dec.Decode(&x); err != nil || dec.More() {
+		return v
+	}
+	return x
 }
 
 func nodePath(ident string) string { return "/v1/nodes/" + url.PathEscape(ident) }

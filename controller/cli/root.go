@@ -2,6 +2,7 @@ package cli
 
 import (
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -41,4 +42,23 @@ The API endpoint comes from --url, IRONLITE_URL or OS_ENDPOINT
 	root.PersistentFlags().StringVar(&a.url, "url", defaultURL(), "ironlite (or Ironic) API endpoint; env IRONLITE_URL or OS_ENDPOINT")
 	root.AddCommand(a.nodeCmd(), a.portCmd(), a.driverCmd())
 	return root
+}
+
+// NormalizeArgs rewrites "--wait N" into "--wait=N". --wait takes an
+// optional value (as in "openstack baremetal node deploy NODE --wait
+// [TIMEOUT]"), which pflag only reads in the "=" form; a bare number after
+// it would otherwise be taken for another node.
+func NormalizeArgs(args []string) []string {
+	out := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		if args[i] == "--wait" && i+1 < len(args) {
+			if _, err := strconv.Atoi(args[i+1]); err == nil {
+				out = append(out, "--wait="+args[i+1])
+				i++
+				continue
+			}
+		}
+		out = append(out, args[i])
+	}
+	return out
 }

@@ -12,6 +12,7 @@ import (
 func main() {
 	root := cli.NewRoot()
 	root.AddCommand(newServeCmd())
+	root.SetArgs(cli.NormalizeArgs(os.Args[1:]))
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "ironlite:", err)
 		os.Exit(1)

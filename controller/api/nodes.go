@@ -125,7 +125,7 @@ func apiProvisionState(v Version, st string) any {
 
 // renderNode builds the node's JSON for microversion v. fields nil means
 // every field the version exposes.
-func (s *Server) renderNode(c echo.Context, n *model.Node, fields []string) map[string]any {
+func (s *Server) renderNode(c echo.Context, n *model.Node, fields []string) json.RawMessage {
 	v := version(c)
 	base := s.baseURL(c)
 	want := func(f string) bool {
@@ -134,10 +134,10 @@ func (s *Server) renderNode(c echo.Context, n *model.Node, fields []string) map[
 		}
 		return fields == nil || slices.Contains(fields, f)
 	}
-	out := make(map[string]any, 64)
+	out := newObjWriter(3072)
 	set := func(f string, val func() any) {
 		if want(f) {
-			out[f] = val()
+			out.field(f, val())
 		}
 	}
 	set("uuid", func() any { return n.UUID })
@@ -215,7 +215,7 @@ func (s *Server) renderNode(c echo.Context, n *model.Node, fields []string) map[
 		return *n.SecureBoot
 	})
 	set("shard", func() any { return nullable(n.Shard) })
-	return out
+	return out.bytes()
 }
 
 // parseFields reads ?fields= (1.8+), refusing unknown or too-new fields.
@@ -278,7 +278,6 @@ func (s *Server) listNodesDetail(c echo.Context) error {
 // filters, sorting and marker pagination.
 func (s *Server) listNodesCommon(c echo.Context, detailPath bool) error {
 	q := c.QueryParams()
-	v := version(c)
 	f := store.NodeFilter{}
 	var err error
 
@@ -378,21 +377,25 @@ func (s *Server) listNodesCommon(c echo.Context, detailPath bool) error {
 	if err != nil {
 		return err
 	}
-	out := make([]any, len(nodes))
+	w := newObjWriter(len(nodes) * 2048)
+	w.key("nodes")
+	w.buf = append(w.buf, '[')
 	for i, n := range nodes {
-		out[i] = s.renderNode(c, n, fields)
+		if i > 0 {
+			w.buf = append(w.buf, ',')
+		}
+		w.buf = append(w.buf, s.renderNode(c, n, fields)...)
 	}
-	resp := map[string]any{"nodes": out}
+	w.buf = append(w.buf, ']')
 	if len(nodes) == f.Limit && f.Limit > 0 {
 		path := "nodes"
 		if detailPath {
 			path = "nodes/detail"
 		}
-		resp["next"] = s.nextURL(c, path, nodes[len(nodes)-1].UUID, f.Limit,
-			[]string{"associated", "maintenance", "retired", "detail", "fields"})
+		w.field("next", s.nextURL(c, path, nodes[len(nodes)-1].UUID, f.Limit,
+			[]string{"associated", "maintenance", "retired", "detail", "fields"}))
 	}
-	_ = v
-	return c.JSON(http.StatusOK, resp)
+	return c.JSONBlob(http.StatusOK, w.bytes())
 }
 
 // pageParams parses limit, sort_key and sort_dir.

@@ -330,10 +330,17 @@ func (s *Server) baseURL(c echo.Context) string {
 	return c.Scheme() + "://" + c.Request().Host
 }
 
-func links(base, kind, id string) []map[string]string {
-	return []map[string]string{
-		{"href": base + "/v1/" + kind + "/" + id, "rel": "self"},
-		{"href": base + "/" + kind + "/" + id, "rel": "bookmark"},
+// link is one hypermedia link; a struct keeps Ironic's key order and
+// encodes without sorting map keys.
+type link struct {
+	Href string `json:"href"`
+	Rel  string `json:"rel"`
+}
+
+func links(base, kind, id string) []link {
+	return []link{
+		{Href: base + "/v1/" + kind + "/" + id, Rel: "self"},
+		{Href: base + "/" + kind + "/" + id, Rel: "bookmark"},
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -639,5 +640,36 @@ func TestDrivers(t *testing.T) {
 	}
 	if r := e.do("GET", "/v1/drivers/fake-hardware/properties", latest, nil); r.status != 200 {
 		t.Fatalf("properties: %d", r.status)
+	}
+}
+
+// The list render cache must never serve a stale node.
+func TestListReflectsChanges(t *testing.T) {
+	e := newEnv(t)
+	e.create(map[string]any{"driver": "fake-hardware", "name": "n1"})
+	first := func() map[string]any {
+		return e.do("GET", "/v1/nodes/detail", latest, nil).json(t)["nodes"].([]any)[0].(map[string]any)
+	}
+	if n := first(); len(n["extra"].(map[string]any)) != 0 {
+		t.Fatalf("extra: %v", n["extra"])
+	}
+	for i := 0; i < 5; i++ {
+		v := fmt.Sprint(i)
+		if r := e.do("PATCH", "/v1/nodes/n1", latest, []map[string]any{{"op": "add", "path": "/extra/k", "value": v}}); r.status != 200 {
+			t.Fatalf("patch: %d", r.status)
+		}
+		if n := first(); n["extra"].(map[string]any)["k"] != v {
+			t.Fatalf("stale list after patch %d: %v", i, n["extra"])
+		}
+	}
+	stored, _ := e.st.GetNode(context.Background(), "n1")
+	e.st.Reserve(context.Background(), stored.ID, "other")
+	if n := first(); n["reservation"] != "other" {
+		t.Fatalf("stale reservation: %v", n["reservation"])
+	}
+	// Another microversion renders differently.
+	n := e.do("GET", "/v1/nodes/detail", "1.4", nil).json(t)["nodes"].([]any)[0].(map[string]any)
+	if _, ok := n["name"]; ok {
+		t.Fatalf("1.4 list shows name (cached 1.82 rendering?)")
 	}
 }

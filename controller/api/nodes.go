@@ -126,8 +126,27 @@ func apiProvisionState(v Version, st string) any {
 // renderNode builds the node's JSON for microversion v. fields nil means
 // every field the version exposes.
 func (s *Server) renderNode(c echo.Context, n *model.Node, fields []string) json.RawMessage {
-	v := version(c)
-	base := s.baseURL(c)
+	return s.renderNodeJSON(n, version(c), s.baseURL(c), fields)
+}
+
+// renderRow renders a listed node, from the cache when the node has not
+// changed since it was last rendered the same way.
+func (s *Server) renderRow(c echo.Context, r *store.NodeRow, fields []string) (json.RawMessage, error) {
+	v, base := version(c), s.baseURL(c)
+	key := keyFor(r, v.Minor, fields, base)
+	if b, ok := s.rendered.get(key); ok {
+		return b, nil
+	}
+	n, err := r.Node()
+	if err != nil {
+		return nil, err
+	}
+	b := s.renderNodeJSON(n, v, base, fields)
+	s.rendered.put(key, b)
+	return b, nil
+}
+
+func (s *Server) renderNodeJSON(n *model.Node, v Version, base string, fields []string) json.RawMessage {
 	want := func(f string) bool {
 		if !fieldVisible(v, f) {
 			return false
@@ -373,7 +392,7 @@ func (s *Server) listNodesCommon(c echo.Context, detailPath bool) error {
 		}
 		f.Marker = mn
 	}
-	nodes, err := s.store.ListNodes(c.Request().Context(), f)
+	nodes, err := s.store.ListNodeRows(c.Request().Context(), f)
 	if err != nil {
 		return err
 	}
@@ -384,7 +403,11 @@ func (s *Server) listNodesCommon(c echo.Context, detailPath bool) error {
 		if i > 0 {
 			w.buf = append(w.buf, ',')
 		}
-		w.buf = append(w.buf, s.renderNode(c, n, fields)...)
+		b, err := s.renderRow(c, n, fields)
+		if err != nil {
+			return err
+		}
+		w.buf = append(w.buf, b...)
 	}
 	w.buf = append(w.buf, ']')
 	if len(nodes) == f.Limit && f.Limit > 0 {

@@ -47,6 +47,8 @@ type Server struct {
 	cfg   Config
 	log   *slog.Logger
 	echo  *echo.Echo
+
+	rendered *renderCache
 }
 
 // New builds the API's HTTP handler.
@@ -60,7 +62,7 @@ func New(cond *conductor.Conductor, cfg Config, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Server{cond: cond, store: cond.Store(), cfg: cfg, log: log}
+	s := &Server{cond: cond, store: cond.Store(), cfg: cfg, log: log, rendered: newRenderCache(8 << 20)}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.IPExtractor = echo.ExtractIPDirect()

@@ -279,6 +279,44 @@ func boolCond(col string, v *bool, where *[]string, args *[]any) {
 
 // ListNodes returns the nodes matching f.
 func (s *Store) ListNodes(ctx context.Context, f NodeFilter) ([]*model.Node, error) {
+	rows, err := s.ListNodeRows(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*model.Node, len(rows))
+	for i, r := range rows {
+		if out[i], err = r.Node(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// NodeRow is a listed node whose JSON document is decoded only on demand:
+// readers that can answer from the row's stamps (e.g. a cache of rendered
+// nodes keyed by updated_at and reservation) skip the decoding.
+type NodeRow struct {
+	ID          int64
+	UUID        string
+	Reservation string
+	CreatedAt   string // as stored
+	UpdatedAt   string // "" when never updated
+	data        []byte
+}
+
+// Node decodes the row.
+func (r *NodeRow) Node() (*model.Node, error) {
+	n := &model.Node{}
+	if err := json.Unmarshal(r.data, n); err != nil {
+		return nil, fmt.Errorf("decode node %d: %w", r.ID, err)
+	}
+	n.ID = r.ID
+	n.Reservation = r.Reservation
+	return n, nil
+}
+
+// ListNodeRows returns the rows of the nodes matching f, undecoded.
+func (s *Store) ListNodeRows(ctx context.Context, f NodeFilter) ([]*NodeRow, error) {
 	var where []string
 	var args []any
 	eq := func(col, v string) {
@@ -365,7 +403,7 @@ func (s *Store) ListNodes(ctx context.Context, f NodeFilter) ([]*model.Node, err
 			args = append(args, mv, mv, f.Marker.ID)
 		}
 	}
-	q := "SELECT " + nodeCols + " FROM nodes"
+	q := "SELECT id, uuid, reservation, created_at, updated_at, data FROM nodes"
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
@@ -381,13 +419,15 @@ func (s *Store) ListNodes(ctx context.Context, f NodeFilter) ([]*model.Node, err
 		return nil, fmt.Errorf("list nodes: %w", err)
 	}
 	defer rows.Close()
-	var out []*model.Node
+	var out []*NodeRow
 	for rows.Next() {
-		n, err := scanNode(rows)
-		if err != nil {
+		r := &NodeRow{}
+		var res, upd sql.NullString
+		if err := rows.Scan(&r.ID, &r.UUID, &res, &r.CreatedAt, &upd, &r.data); err != nil {
 			return nil, err
 		}
-		out = append(out, n)
+		r.Reservation, r.UpdatedAt = res.String, upd.String
+		out = append(out, r)
 	}
 	return out, rows.Err()
 }

@@ -4,7 +4,7 @@ BIN       := bin
 STATICCHECK_VERSION := v0.8.2
 export CGO_ENABLED := 0
 
-.PHONY: all build test unit test-cli lint initramfs e2e bench-api deps clean
+.PHONY: all build test unit test-cli lint initramfs e2e bench-api bench-boot deps clean
 
 all: build
 
@@ -19,18 +19,27 @@ unit: ## Go unit and integration tests (real SQLite, ipmi_sim, loop files)
 test-cli: build ## the real `openstack baremetal` client and our CLI against `ironlite serve`
 	bash scripts/test-cli
 
-test: unit test-cli ## everything CI runs
+test: unit test-cli e2e ## everything CI runs
 
 lint: ## gofmt, go vet, staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
+initramfs: ## build/ironlite-agent.cpio.gz + build/vmlinuz (u-root + agent + modules + mdadm), with a size report
+	bash initramfs/build.sh
+
+e2e: initramfs ## qemu (TCG) boots the ramdisk: against a stand-in and against a real `ironlite serve`
+	IRONLITE_E2E_SKIP_BUILD=1 $(GO) test -tags e2e -count=1 -v -timeout 20m ./agent/e2e/ ./controller/e2e/
+
 deps: ## Debian packages the tests and the lab need (run as root)
 	bash scripts/install-deps
 
 bench-api: build ## API throughput/latency vs Ironic (see scripts/bench-api)
 	bash scripts/bench-api
+
+bench-boot: initramfs ## qemu start to first heartbeat, ramdisk size
+	bash scripts/bench-boot
 
 clean:
 	rm -rf $(BIN) build

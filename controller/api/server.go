@@ -87,6 +87,9 @@ func (s *Server) Echo() *echo.Echo { return s.echo }
 
 func (s *Server) routes(e *echo.Echo) {
 	e.GET("/", s.root)
+	// continue_inspection is API 1.84 in Ironic (2023.2); agents send that
+	// version, so it is served outside the 1.1-1.82 negotiation.
+	e.POST("/v1/continue_inspection", s.continueInspection)
 	v1 := e.Group("/v1", s.microversion)
 	v1.GET("", s.v1Root)
 	v1.GET("/", s.v1Root)
@@ -125,7 +128,6 @@ func (s *Server) routes(e *echo.Echo) {
 
 	v1.GET("/lookup", s.lookup)
 	v1.POST("/heartbeat/:node", s.heartbeat)
-	v1.POST("/continue_inspection", s.continueInspection)
 	v1.GET("/nodes/:node/inventory", s.inventory)
 
 	v1.GET("/drivers", s.listDrivers)

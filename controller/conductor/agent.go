@@ -72,7 +72,9 @@ func (c *Conductor) Lookup(ctx context.Context, macs []string, nodeUUID string) 
 			return nil, "", lookupNotFound
 		}
 	}
-	if !statemachine.InLookupAllowed(n.ProvisionState) {
+	allowed := statemachine.InLookupAllowed(n.ProvisionState) ||
+		(c.cfg.FastTrack && statemachine.InFastTrackLookupAllowed(n.ProvisionState))
+	if !allowed {
 		return nil, "", lookupNotFound
 	}
 	token := MaskedSecret

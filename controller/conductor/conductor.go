@@ -56,6 +56,12 @@ type Config struct {
 	PowerStateSyncMaxRetries     int           // default 3
 	ForcePowerStateDuringSync    *bool         // default true
 	PowerFailureRecoveryInterval time.Duration // default 300 s; negative disables
+
+	// FastTrack lets an agent that is still running (e.g. after
+	// inspection) look up and heartbeat while the node is enroll,
+	// manageable or available, so the next deploy or clean skips a reboot
+	// ([deploy]fast_track in Ironic; off by default there too).
+	FastTrack bool
 }
 
 func (c *Config) setDefaults() {

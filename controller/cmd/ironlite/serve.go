@@ -32,7 +32,7 @@ type serveOptions struct {
 	deployCallbackTimeout, cleanCallbackTimeout, inspectWaitTimeout time.Duration
 	checkStateInterval, syncPowerInterval, powerRecoveryInterval    time.Duration
 	syncWorkers, syncMaxRetries                                     int
-	forcePowerSync                                                  bool
+	forcePowerSync, fastTrack                                       bool
 	lockRetries                                                     int
 	lockRetryInterval                                               time.Duration
 }
@@ -91,6 +91,7 @@ default; put it behind a reverse proxy or a firewall before exposing it.`,
 	f.IntVar(&o.syncMaxRetries, "power-state-sync-max-retries", 3, "failed syncs before a node goes to maintenance")
 	f.BoolVar(&o.forcePowerSync, "force-power-state-during-sync", true, "re-apply the stored power state when the hardware differs (false: record the hardware's)")
 	f.DurationVar(&o.powerRecoveryInterval, "power-failure-recovery-interval", 300*time.Second, "how often nodes in power-failure maintenance are retried")
+	f.BoolVar(&o.fastTrack, "fast-track", false, "let a running agent look up and heartbeat in enroll/manageable/available (skips a reboot after inspection)")
 	f.IntVar(&o.lockRetries, "node-locked-retry-attempts", 3, "attempts to lock a busy node before answering 409")
 	f.DurationVar(&o.lockRetryInterval, "node-locked-retry-interval", time.Second, "pause between those attempts")
 	return cmd
@@ -181,7 +182,7 @@ func serve(ctx context.Context, o *serveOptions) error {
 		InspectWaitTimeout: o.inspectWaitTimeout, CheckStateInterval: o.checkStateInterval,
 		SyncPowerStateInterval: syncInterval, SyncPowerStateWorkers: o.syncWorkers,
 		PowerStateSyncMaxRetries: o.syncMaxRetries, ForcePowerStateDuringSync: &force,
-		PowerFailureRecoveryInterval: o.powerRecoveryInterval,
+		PowerFailureRecoveryInterval: o.powerRecoveryInterval, FastTrack: o.fastTrack,
 	}, log)
 	if err := cond.Recover(ctx); err != nil {
 		return err

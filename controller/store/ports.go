@@ -55,13 +55,7 @@ func (s *Store) UpdatePort(ctx context.Context, p *model.Port) error {
 	}
 	res, err := s.db.ExecContext(ctx, "UPDATE ports SET uuid=?, address=?, node_id=?, updated_at=?, data=? WHERE id=?",
 		p.UUID, p.Address, p.NodeID, tsPtr(p.UpdatedAt), string(data), p.ID)
-	if err != nil {
-		return mapErr(err)
-	}
-	if k, _ := res.RowsAffected(); k == 0 {
-		return ErrNotFound
-	}
-	return nil
+	return mapErr(oneRow(res, err))
 }
 
 // GetPort finds a port by UUID.
@@ -76,13 +70,7 @@ func (s *Store) GetPort(ctx context.Context, uuid string) (*model.Port, error) {
 // DeletePort removes a port.
 func (s *Store) DeletePort(ctx context.Context, id int64) error {
 	res, err := s.db.ExecContext(ctx, "DELETE FROM ports WHERE id = ?", id)
-	if err != nil {
-		return err
-	}
-	if k, _ := res.RowsAffected(); k == 0 {
-		return ErrNotFound
-	}
-	return nil
+	return oneRow(res, err)
 }
 
 // PortFilter selects and orders ports.

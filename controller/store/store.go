@@ -110,6 +110,17 @@ func nullStr(s string) any {
 	return s
 }
 
+// oneRow turns a statement that touched no row into ErrNotFound.
+func oneRow(res sql.Result, err error) error {
+	if err != nil {
+		return err
+	}
+	if k, _ := res.RowsAffected(); k == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
 // Now returns the current time at the precision the store keeps.
 func Now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
 
@@ -197,13 +208,7 @@ func (s *Store) UpdateNode(ctx context.Context, n *model.Node) error {
 		provision_state=?, target_provision_state=?, provision_updated_at=?, maintenance=?, fault=?,
 		instance_uuid=?, resource_class=?, conductor_group=?, owner=?, lessee=?, retired=?, shard=?,
 		created_at=?, updated_at=?, data=? WHERE id=?`, append(args, n.ID)...)
-	if err != nil {
-		return mapErr(err)
-	}
-	if k, _ := res.RowsAffected(); k == 0 {
-		return ErrNotFound
-	}
-	return nil
+	return mapErr(oneRow(res, err))
 }
 
 // GetNode finds a node by UUID or, failing that, by name.
@@ -227,13 +232,7 @@ func (s *Store) GetNodeByID(ctx context.Context, id int64) (*model.Node, error) 
 // DeleteNode removes a node and its ports.
 func (s *Store) DeleteNode(ctx context.Context, id int64) error {
 	res, err := s.db.ExecContext(ctx, "DELETE FROM nodes WHERE id = ?", id)
-	if err != nil {
-		return err
-	}
-	if k, _ := res.RowsAffected(); k == 0 {
-		return ErrNotFound
-	}
-	return nil
+	return oneRow(res, err)
 }
 
 // NodeFilter selects and orders nodes. Zero values mean "no filter".

@@ -150,7 +150,7 @@ func TestRecoverAfterRestart(t *testing.T) {
 }
 
 func TestWaitTimeouts(t *testing.T) {
-	c, st := newTestConductor(t, filepath.Join(t.TempDir(), "db.sqlite"), Config{DeployCallbackTimeout: time.Millisecond, CleanCallbackTimeout: time.Hour}, nil)
+	c, st := newTestConductor(t, filepath.Join(t.TempDir(), "db.sqlite"), Config{DeployCallbackTimeout: time.Millisecond, CleanCallbackTimeout: time.Hour, InspectWaitTimeout: time.Millisecond}, nil)
 	ctx := context.Background()
 	old := store.Now().Add(-time.Minute)
 	mk := func(name, state, target string) *model.Node {
@@ -162,7 +162,14 @@ func TestWaitTimeouts(t *testing.T) {
 	}
 	deploy := mk("d", statemachine.DeployWait, statemachine.Active)
 	clean := mk("c", statemachine.CleanWait, statemachine.Available)
+	inspect := mk("i", statemachine.InspectWait, statemachine.Manageable)
+	inspect.InspectionStartedAt = &old
+	st.UpdateNode(ctx, inspect)
 	c.checkWaitTimeouts(ctx)
+	in, _ := st.GetNodeByID(ctx, inspect.ID)
+	if in.ProvisionState != statemachine.InspectFail || !strings.Contains(in.LastError, "Timeout reached while inspecting the node") {
+		t.Fatalf("inspect wait: %q %q", in.ProvisionState, in.LastError)
+	}
 	d, _ := st.GetNodeByID(ctx, deploy.ID)
 	if d.ProvisionState != statemachine.DeployFail || d.LastError != "Timeout reached while waiting for callback for node "+d.UUID {
 		t.Fatalf("deploy wait: %q %q", d.ProvisionState, d.LastError)

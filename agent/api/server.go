@@ -235,6 +235,12 @@ func (s *Server) getCommand(c echo.Context) error {
 	if e == nil {
 		return restError(c, NotFound("Command Result", id))
 	}
+	return s.reply(c, e)
+}
+
+// reply answers with the command's result, first waiting for it to finish
+// when the request says wait=true.
+func (s *Server) reply(c echo.Context, e *entry) error {
 	if strings.EqualFold(c.QueryParam("wait"), "true") {
 		select {
 		case <-e.done:
@@ -266,14 +272,7 @@ func (s *Server) runCommand(c echo.Context) error {
 	if err != nil {
 		return restError(c, asRESTError(err))
 	}
-	if strings.EqualFold(c.QueryParam("wait"), "true") {
-		select {
-		case <-e.done:
-		case <-c.Request().Context().Done():
-			return c.Request().Context().Err()
-		}
-	}
-	return c.JSON(http.StatusOK, e.snapshot())
+	return s.reply(c, e)
 }
 
 // execute records and starts a command, as IPA's execute_command: it refuses

@@ -51,10 +51,7 @@ func (c *Conductor) ChangePower(ctx context.Context, ident, target string, timeo
 	if !slices.Contains(ifs.Power.SupportedPowerStates(n), target) {
 		return errorf(Invalid, "The driver %s does not support the power state %q", n.Driver, target)
 	}
-	n.TargetPowerState = drivers.PowerOff
-	if target == drivers.PowerOn || target == drivers.Rebooting || target == drivers.SoftRebooting {
-		n.TargetPowerState = drivers.PowerOn
-	}
+	n.TargetPowerState = endState(target)
 	if !statemachine.IsFailure(n.ProvisionState) {
 		n.LastError = ""
 	}
@@ -118,11 +115,17 @@ func (c *Conductor) powerAction(ctx context.Context, n *model.Node, p drivers.Po
 		}
 		return err
 	}
-	n.PowerState = drivers.PowerOff
-	if target == drivers.PowerOn || target == drivers.Rebooting || target == drivers.SoftRebooting {
-		n.PowerState = drivers.PowerOn
-	}
+	n.PowerState = endState(target)
 	return nil
+}
+
+// endState is the power state a power target leaves the machine in.
+func endState(target string) string {
+	switch target {
+	case drivers.PowerOn, drivers.Rebooting, drivers.SoftRebooting:
+		return drivers.PowerOn
+	}
+	return drivers.PowerOff
 }
 
 // SetBootDevice sets the node's boot device (synchronous, 204 in the API).

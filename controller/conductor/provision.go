@@ -143,8 +143,9 @@ func (c *Conductor) Provision(ctx context.Context, ident string, req ProvisionRe
 		if n.ProvisionState == statemachine.CleanWait && n.TargetProvisionState == statemachine.Manageable {
 			target = statemachine.Manageable
 		}
+		was := n.ProvisionState
 		c.mustFire(n, statemachine.EvAbort, target)
-		n.LastError = fmt.Sprintf("Operation aborted by the operator in state %q.", prevState(verb, n))
+		n.LastError = fmt.Sprintf("Operation aborted by the operator in state %q.", was)
 		return c.store.UpdateNode(ctx, n)
 
 	case statemachine.EvAdopt:
@@ -179,18 +180,6 @@ func (c *Conductor) Provision(ctx context.Context, ident string, req ProvisionRe
 		})
 	}
 	return errorf(Invalid, "Unsupported provision target %q", req.Target)
-}
-
-func prevState(_ statemachine.Verb, n *model.Node) string {
-	switch n.ProvisionState {
-	case statemachine.CleanFail:
-		return statemachine.CleanWait
-	case statemachine.InspectFail:
-		return statemachine.InspectWait
-	case statemachine.RescueFail:
-		return statemachine.RescueWait
-	}
-	return n.ProvisionState
 }
 
 func checkProvisionArgs(verb statemachine.Verb, req ProvisionRequest) error {

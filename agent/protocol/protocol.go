@@ -99,6 +99,9 @@ type LookupConfig struct {
 	EnableBiosBootloaderInstall bool     `json:"enable_bios_bootloader_install"`
 	// Present only with auto-TLS; IPA then serves https with this cert.
 	AgentVerifyCA string `json:"agent_verify_ca,omitempty"`
+	// ReportProgress is an ironlite extension: the controller accepts the
+	// agent's progress in heartbeats (HeartbeatRequest.Progress).
+	ReportProgress bool `json:"ironlite_report_progress,omitempty"`
 }
 
 // TokenIssued reports whether the lookup carried a usable token (not masked,
@@ -126,6 +129,9 @@ type HeartbeatRequest struct {
 	// anaconda ramdisk does.
 	AgentStatus        string `json:"agent_status,omitempty"`
 	AgentStatusMessage string `json:"agent_status_message,omitempty"`
+	// Progress is an ironlite extension, sent only when the lookup config
+	// has ReportProgress (real Ironic rejects unknown heartbeat fields).
+	Progress *Progress `json:"ironlite_progress,omitempty"`
 }
 
 // ---------------------------------------------------------------------------
@@ -200,6 +206,35 @@ type CommandResult struct {
 	// CommandResult is command specific; a plain string result is wrapped as
 	// {"result": "<string>"} (sync) or {"result": "<name>: <string>"} (async).
 	CommandResult any `json:"command_result"`
+	// Progress is an ironlite extension: where a RUNNING long command
+	// (prepare_image, erase_devices) is. Absent for other commands, so
+	// IPA clients never see it.
+	Progress *Progress `json:"progress,omitempty"`
+}
+
+// Progress is how far a long-running command has got (ironlite extension,
+// carried by command results and, when the controller asks for it in the
+// lookup config, by heartbeats).
+type Progress struct {
+	// Command is the running command, e.g. "standby.prepare_image".
+	Command string `json:"command,omitempty"`
+	// Phase names the current stage: "download", "write", "verify",
+	// "configdrive", "erase".
+	Phase string `json:"phase"`
+	// BytesDone and BytesTotal measure the phase; BytesTotal is 0 when unknown.
+	BytesDone  int64 `json:"bytes_done"`
+	BytesTotal int64 `json:"bytes_total"`
+	// Percent is BytesDone/BytesTotal*100, 0 when unknown.
+	Percent float64 `json:"percent"`
+	// BytesPerSecond is the average rate since the phase started.
+	BytesPerSecond float64 `json:"bytes_per_second"`
+	// ETASeconds is the estimated time left, 0 when unknown.
+	ETASeconds float64 `json:"eta_seconds"`
+	// ElapsedSeconds is the time since the phase started.
+	ElapsedSeconds float64 `json:"elapsed_seconds"`
+	// Devices holds per-disk progress for commands that work on several
+	// disks at once (erase_devices), keyed by device path.
+	Devices map[string]*Progress `json:"devices,omitempty"`
 }
 
 // Done reports whether the command has finished.

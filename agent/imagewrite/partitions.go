@@ -1,0 +1,118 @@
+package imagewrite
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/diskfs/go-diskfs/backend/file"
+	"github.com/diskfs/go-diskfs/partition/gpt"
+
+	"github.com/ironlite/ironlite/agent/blockdev"
+)
+
+// FixGPT moves a GPT's backup header and partition array to the last
+// sectors of the disk when the image put them elsewhere (the end of a
+// smaller image), as IPA's fix_gpt_partition does with sgdisk -e. Without
+// it the firmware and the kernel see a damaged GPT and some refuse to
+// boot. A disk without a GPT is left alone.
+func FixGPT(dev *blockdev.Device) error {
+	lbs := dev.LogicalSectorSize()
+	hdr := make([]byte, 2*lbs)
+	if _, err := dev.ReadAt(hdr, 0); err != nil {
+		return fmt.Errorf("read partition table of %s: %w", dev.Path(), err)
+	}
+	if string(hdr[lbs:lbs+8]) != "EFI PART" {
+		return nil
+	}
+	alternate := binary.LittleEndian.Uint64(hdr[lbs+32:])
+	last := uint64(dev.Size()/int64(lbs)) - 1
+	if alternate == last {
+		return nil
+	}
+	backend := file.New(dev.File(), false)
+	t, err := gpt.Read(backend, lbs, lbs)
+	if err != nil {
+		return fmt.Errorf("read GPT of %s: %w", dev.Path(), err)
+	}
+	if err := t.Repair(uint64(dev.Size())); err != nil {
+		return fmt.Errorf("relocate backup GPT of %s: %w", dev.Path(), err)
+	}
+	wf, err := backend.Writable()
+	if err != nil {
+		return fmt.Errorf("relocate backup GPT of %s: %w", dev.Path(), err)
+	}
+	if err := t.Write(wf, dev.Size()); err != nil {
+		return fmt.Errorf("write relocated GPT of %s: %w", dev.Path(), err)
+	}
+	return nil
+}
+
+// PartitionInfo is what standby.get_partition_uuids reports for a
+// whole-disk image.
+type PartitionInfo struct {
+	// DiskIdentifier is the MBR disk signature as IPA reports it
+	// ("0x7a3b1c2d"; "0x00000000" on most GPT disks).
+	DiskIdentifier string
+	// DiskGUID is the GPT disk GUID, empty for MBR disks.
+	DiskGUID string
+	// Partitions lists the partitions found.
+	Partitions []Partition
+}
+
+// Partition is one entry of the disk's partition table.
+type Partition struct {
+	Number int    `json:"number"`
+	Start  int64  `json:"start_bytes"`
+	Size   int64  `json:"size_bytes"`
+	UUID   string `json:"uuid,omitempty"` // GPT partition GUID
+	Name   string `json:"name,omitempty"`
+	Type   string `json:"type"`
+}
+
+// ErrNoPartitions is returned when a written whole-disk image has no
+// partition table; IPA fails the deploy the same way.
+var ErrNoPartitions = errors.New("no partitions found on the device after writing the image")
+
+// ReadPartitions reads the disk identifier and partition table of dev.
+func ReadPartitions(dev *blockdev.Device) (*PartitionInfo, error) {
+	lbs := dev.LogicalSectorSize()
+	mbr := make([]byte, lbs)
+	if _, err := dev.ReadAt(mbr, 0); err != nil {
+		return nil, fmt.Errorf("read partition table of %s: %w", dev.Path(), err)
+	}
+	info := &PartitionInfo{DiskIdentifier: fmt.Sprintf("0x%08x", binary.LittleEndian.Uint32(mbr[440:]))}
+	hdr := make([]byte, lbs)
+	if _, err := dev.ReadAt(hdr, int64(lbs)); err == nil && string(hdr[:8]) == "EFI PART" {
+		t, err := gpt.Read(file.New(dev.File(), true), lbs, lbs)
+		if err != nil {
+			return nil, fmt.Errorf("read GPT of %s: %w", dev.Path(), err)
+		}
+		info.DiskGUID = strings.ToLower(t.GUID)
+		for _, p := range t.Partitions {
+			if p.Type == gpt.Unused || p.Start == 0 {
+				continue
+			}
+			info.Partitions = append(info.Partitions, Partition{
+				Number: p.Index, Start: int64(p.Start) * int64(lbs), Size: int64(p.End-p.Start+1) * int64(lbs),
+				UUID: strings.ToLower(p.GUID), Name: p.Name, Type: strings.ToLower(string(p.Type)),
+			})
+		}
+	} else if mbr[510] == 0x55 && mbr[511] == 0xaa {
+		for i := range 4 {
+			e := mbr[446+16*i : 446+16*(i+1)]
+			typ, start, n := e[4], binary.LittleEndian.Uint32(e[8:]), binary.LittleEndian.Uint32(e[12:])
+			if typ == 0 || n == 0 {
+				continue
+			}
+			info.Partitions = append(info.Partitions, Partition{
+				Number: i + 1, Start: int64(start) * int64(lbs), Size: int64(n) * int64(lbs), Type: fmt.Sprintf("0x%02x", typ),
+			})
+		}
+	}
+	if len(info.Partitions) == 0 {
+		return info, fmt.Errorf("%s: %w", dev.Path(), ErrNoPartitions)
+	}
+	return info, nil
+}

@@ -245,13 +245,21 @@ func openQCOW2(src io.ReaderAt, header []byte, fileSize int64) (image.Image, err
 
 type qcow2Extents struct{ image.Image }
 
+// maxExtentQuery bounds one Extent call: the reader walks the range
+// cluster by cluster, so an unbounded query over a (claimed) petabyte of
+// unallocated space would spin for hours before returning.
+const maxExtentQuery = 1 << 30
+
 func (q qcow2Extents) next(off, size int64) (int64, bool, error) {
-	e, err := q.Extent(off, size-off)
+	e, err := q.Extent(off, min(size-off, maxExtentQuery))
 	if err != nil {
 		return 0, false, err
 	}
 	if e.Start != off {
 		return 0, false, fmt.Errorf("extent starts at %d, not %d", e.Start, off)
+	}
+	if e.Length <= 0 || e.Length > size-off {
+		return 0, false, fmt.Errorf("extent of %d bytes at %d does not fit the %d-byte image", e.Length, off, size)
 	}
 	return e.Length, e.Zero || !e.Allocated, nil
 }

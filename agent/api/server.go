@@ -26,6 +26,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
+	"github.com/ironlite/ironlite/agent/progress"
 	"github.com/ironlite/ironlite/agent/protocol"
 )
 
@@ -54,12 +55,20 @@ type entry struct {
 	mu   sync.Mutex
 	res  protocol.CommandResult
 	done chan struct{}
+	// prog is where a long command reports how far it has got.
+	prog *progress.Tracker
+	name string // full "<extension>.<command>" name
 }
 
 func (e *entry) snapshot() protocol.CommandResult {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.res
+	r := e.res
+	if p := e.prog.Snapshot(); p != nil && p.Phase != "" {
+		p.Command = e.name
+		r.Progress = p
+	}
+	return r
 }
 
 func (e *entry) running() bool {
@@ -291,7 +300,7 @@ func (s *Server) execute(name string, params map[string]any) (*entry, error) {
 		s.mu.Unlock()
 		return nil, agentIsBusy(s.order[n-1].snapshot().CommandName)
 	}
-	e := &entry{done: make(chan struct{}), res: protocol.CommandResult{
+	e := &entry{done: make(chan struct{}), prog: progress.New(), name: name, res: protocol.CommandResult{
 		ID: uuid.NewString(), CommandName: short, CommandParams: params, CommandStatus: protocol.StatusRunning,
 	}}
 	if cmd.Validate != nil {
@@ -311,7 +320,7 @@ func (s *Server) execute(name string, params map[string]any) (*entry, error) {
 	s.mu.Unlock()
 
 	if !cmd.Async {
-		res, err := safeRun(s.baseCtx, cmd.Run, params)
+		res, err := safeRun(progress.With(s.baseCtx, e.prog), cmd.Run, params)
 		if err != nil {
 			if re := asRESTError(err); re.invalidContent() {
 				s.unrecord(e)
@@ -325,7 +334,7 @@ func (s *Server) execute(name string, params map[string]any) (*entry, error) {
 	}
 	s.log.Info("command started", "command", name, "id", e.res.ID)
 	go func() {
-		res, err := safeRun(s.baseCtx, cmd.Run, params)
+		res, err := safeRun(progress.With(s.baseCtx, e.prog), cmd.Run, params)
 		e.finish(res, err, short, true)
 		st := e.snapshot()
 		if err != nil {
@@ -338,6 +347,21 @@ func (s *Server) execute(name string, params map[string]any) (*entry, error) {
 		}
 	}()
 	return e, nil
+}
+
+// Progress reports the progress of the last command if it is still
+// running and has reported any (nil otherwise), for the heartbeat.
+func (s *Server) Progress() *protocol.Progress {
+	s.mu.Lock()
+	var e *entry
+	if n := len(s.order); n > 0 {
+		e = s.order[n-1]
+	}
+	s.mu.Unlock()
+	if e == nil || !e.running() {
+		return nil
+	}
+	return e.snapshot().Progress
 }
 
 // Run executes a command in-process, as a POST would (without the token

@@ -56,6 +56,10 @@ type Config struct {
 	HeartbeatErrorRetry time.Duration
 	// MinForcedInterval is the minimum gap between forced heartbeats (IPA: 5 s).
 	MinForcedInterval time.Duration
+	// OnLookup receives the node and config once lookup succeeds (IPA's
+	// hardware.cache_node): the image commands read root device hints
+	// from it.
+	OnLookup func(*protocol.LookupResponse)
 }
 
 // Agent is a running agent.
@@ -299,6 +303,9 @@ func (a *Agent) lookup(ctx context.Context, macs []string, nodeUUID string) (str
 			continue
 		}
 		a.node = lr
+		if a.cfg.OnLookup != nil {
+			a.cfg.OnLookup(lr)
+		}
 		switch {
 		case p.AgentToken != "":
 			a.log.Info("using the pre-generated agent token from the kernel command line")
@@ -431,6 +438,9 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 		}
 		if ctx.Err() != nil {
 			return
+		}
+		if a.node.Config.ReportProgress {
+			hb.Progress = a.api.Progress()
 		}
 		err := a.client.Heartbeat(ctx, uuid, hb)
 		last = time.Now()

@@ -228,7 +228,10 @@ func openQCOW2(src io.ReaderAt, header []byte, fileSize int64) (image.Image, err
 	if err := h.vet(fileSize); err != nil {
 		return nil, err
 	}
-	img, err := qcow2reader.OpenWithType(src, qcow2.Type)
+	// Hide src's Close (the image's Close would close it; the caller owns
+	// it and still needs it to finish the checksum) and its Name (so the
+	// reader can never resolve a backing file on the local filesystem).
+	img, err := qcow2reader.OpenWithType(struct{ io.ReaderAt }{src}, qcow2.Type)
 	if err != nil {
 		return nil, fmt.Errorf("%w: open qcow2: %v", ErrUnsupportedImage, err)
 	}

@@ -110,11 +110,13 @@ func runOnce(ctx context.Context, cmdlineFile string, isRamdisk bool, level *slo
 		shellStarted = true
 		go rescueShell(tty, log)
 	}
+	registerImageCommands(p, log)
 	return daemon.Run(ctx, daemon.Config{
 		Params:   p,
 		Log:      log,
 		Ramdisk:  isRamdisk,
 		Registry: Registry,
+		OnLookup: lookedUp.set,
 		Power:    extensions.SystemPower{},
 		Logs:     extensions.DefaultLogSource(logs.Bytes),
 	})

@@ -1,0 +1,215 @@
+// Package standby implements IPA's image commands on top of the image
+// pipeline: standby.prepare_image, standby.cache_image,
+// standby.get_partition_uuids and the deploy.write_image step, plus the
+// WriteImage call that `ironlite-agent write-image` uses outside the
+// ramdisk.
+//
+// A write is: resolve the expected checksum, open the image (HTTP Range or
+// a local file), pick the disk (root-device hints), wipe its old metadata,
+// stream the image onto it (agent/imagewrite), verify the checksum of what
+// was read, write the config drive, and record the partition UUIDs.
+package standby
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/ironlite/ironlite/agent/blockdev"
+	"github.com/ironlite/ironlite/agent/checksum"
+	"github.com/ironlite/ironlite/agent/configdrive"
+	"github.com/ironlite/ironlite/agent/imagesource"
+	"github.com/ironlite/ironlite/agent/imagewrite"
+	"github.com/ironlite/ironlite/agent/progress"
+)
+
+// Request is one image write.
+type Request struct {
+	// URLs are tried in order until one opens (IPA's image_info urls);
+	// local paths and file:// work too.
+	URLs []string
+	// Checksum is the expected digest of the image file. A nil Checksum
+	// skips verification (only `write-image --checksum none`).
+	Checksum *checksum.Expected
+	// Device is the disk to write, e.g. /dev/sda (or a regular file).
+	Device string
+	// CreateFile lets Device be a new regular file (write-image to an
+	// image file); never set for deploys, where a mistyped /dev path must
+	// fail rather than fill the ramdisk.
+	CreateFile bool
+	// DiskFormat is image_info's disk_format ("", "raw", "qcow2").
+	DiskFormat string
+	// ConfigDrive is the ISO to put in a config-2 partition (nil: none).
+	ConfigDrive []byte
+	// EraseMetadata wipes old partition tables and signatures on Device
+	// first (true for deploys; IPA's destroy_disk_metadata).
+	EraseMetadata func(ctx context.Context, dev string) error
+	// Source configures the download (client, proxies, TLS, cache).
+	Source imagesource.Options
+	// Write tunes the writer (workers, chunk size).
+	Write imagewrite.Options
+	Log   *slog.Logger
+}
+
+// Outcome is what a successful write reports.
+type Outcome struct {
+	URL         string                    `json:"url"`
+	Device      string                    `json:"device"`
+	Image       *imagewrite.Result        `json:"image"`
+	Checksum    string                    `json:"checksum,omitempty"` // algo:value verified
+	Source      imagesource.Stats         `json:"source"`
+	Partitions  *imagewrite.PartitionInfo `json:"partitions,omitempty"`
+	ConfigDrive *configdrive.Result       `json:"config_drive,omitempty"`
+	Timings     map[string]float64        `json:"timings_seconds"`
+}
+
+// Kinds of failure, for callers that must name them the way IPA does.
+var (
+	ErrDownload = errors.New("image download failed")
+	ErrChecksum = errors.New("image checksum mismatch")
+	ErrWrite    = errors.New("image write failed")
+)
+
+// WriteImage writes an image onto a disk and verifies it.
+func WriteImage(ctx context.Context, r Request) (*Outcome, error) {
+	log := r.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	r.Write.Log = log
+	out := &Outcome{Device: r.Device, Timings: map[string]float64{}}
+	prog := progress.From(ctx)
+	t0 := time.Now()
+
+	if r.Checksum != nil {
+		r.Source.Hash = r.Checksum.New()
+	}
+	prog.SetPhase("download", 0)
+	src, url, err := openFirst(ctx, r.URLs, r.Source, log)
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
+	out.URL = url
+
+	if r.EraseMetadata != nil {
+		if err := r.EraseMetadata(ctx, r.Device); err != nil {
+			return nil, fmt.Errorf("%w: wipe old metadata on %s: %v", ErrWrite, r.Device, err)
+		}
+	}
+	dev, err := blockdev.Open(r.Device, blockdev.Options{Create: r.CreateFile})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrWrite, err)
+	}
+	defer dev.Close()
+
+	res, err := imagewrite.Write(ctx, src, dev, r.Write)
+	out.Source = src.Stats()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrWrite, err)
+	}
+	out.Image = res
+	out.Timings["write"] = time.Since(t0).Seconds()
+
+	if r.Checksum != nil {
+		t1 := time.Now()
+		prog.SetPhase("verify", src.Size())
+		sum, err := src.FinishHash(ctx)
+		out.Source = src.Stats()
+		if err != nil {
+			spoil(ctx, dev, log)
+			return nil, fmt.Errorf("%w: read %s to verify its checksum: %v", ErrDownload, url, err)
+		}
+		if err := r.Checksum.Verify(sum, url, out.Source.BytesHashed); err != nil {
+			spoil(ctx, dev, log)
+			return nil, kindError{ErrChecksum, err}
+		}
+		prog.Complete()
+		out.Checksum = r.Checksum.String()
+		out.Timings["verify"] = time.Since(t1).Seconds()
+	}
+
+	parts, perr := imagewrite.ReadPartitions(dev)
+	if len(r.ConfigDrive) > 0 {
+		if perr != nil {
+			return nil, fmt.Errorf("%w: cannot add the config drive: %v", ErrWrite, perr)
+		}
+		t2 := time.Now()
+		prog.SetPhase("configdrive", int64(len(r.ConfigDrive)))
+		// configdrive.Write opens the disk itself, through the same path.
+		dev.Close()
+		cd, err := configdrive.Write(ctx, r.Device, r.ConfigDrive)
+		if err != nil {
+			return nil, fmt.Errorf("%w: config drive: %v", ErrWrite, err)
+		}
+		prog.Complete()
+		out.ConfigDrive = &cd
+		out.Timings["configdrive"] = time.Since(t2).Seconds()
+		if dev, err = blockdev.Open(r.Device, blockdev.Options{ReadOnly: true}); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrWrite, err)
+		}
+		defer dev.Close()
+		parts, perr = imagewrite.ReadPartitions(dev)
+	}
+	if perr != nil && !errors.Is(perr, imagewrite.ErrNoPartitions) {
+		return nil, fmt.Errorf("%w: %v", ErrWrite, perr)
+	}
+	out.Partitions = parts
+	out.Timings["total"] = time.Since(t0).Seconds()
+	log.Info("image written", "url", url, "device", r.Device, "format", res.Format, "bytes", res.ImageBytes,
+		"seconds", out.Timings["total"], "checksum", out.Checksum, "requests", out.Source.Requests, "refetched", out.Source.BytesRefetched)
+	return out, nil
+}
+
+// spoil zeroes the start of a disk whose image failed verification, so
+// that a machine booted from it by mistake finds no partition table
+// instead of running unverified code.
+func spoil(ctx context.Context, dev *blockdev.Device, log *slog.Logger) {
+	n := min(dev.Size(), 1<<20)
+	if err := dev.ZeroRange(ctx, 0, n); err != nil {
+		log.Error("could not wipe the unverified image", "device", dev.Path(), "error", err)
+		return
+	}
+	_ = dev.Flush()
+}
+
+// openFirst opens the first URL that works (IPA tries each of image_info's
+// urls in turn).
+func openFirst(ctx context.Context, urls []string, o imagesource.Options, log *slog.Logger) (*imagesource.Source, string, error) {
+	if len(urls) == 0 {
+		return nil, "", fmt.Errorf("%w: no image URL given", ErrDownload)
+	}
+	var errs []error
+	for _, u := range urls {
+		src, err := imagesource.Open(ctx, u, o)
+		if err == nil {
+			return src, u, nil
+		}
+		log.Warn("image source failed", "url", u, "error", err)
+		errs = append(errs, err)
+	}
+	return nil, "", fmt.Errorf("%w: %w", ErrDownload, errors.Join(errs...))
+}
+
+// SourceClient builds the HTTP client both the image and its checksum
+// file are fetched with, so they share proxies and trust.
+func SourceClient(o imagesource.Options) (*http.Client, error) {
+	return imagesource.NewHTTPClient(o)
+}
+
+func openRead(dev string) (*blockdev.Device, error) {
+	d, err := blockdev.Open(dev, blockdev.Options{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrWrite, err)
+	}
+	return d, nil
+}
+
+// kindError marks err as a kind without repeating the kind in the message.
+type kindError struct{ kind, err error }
+
+func (e kindError) Error() string   { return e.err.Error() }
+func (e kindError) Unwrap() []error { return []error{e.kind, e.err} }

@@ -51,7 +51,7 @@ func (c *imageConductor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, `{"uuid":"`+nodeUUID+`"}`)
 	case r.Method == "GET" && r.URL.Path == "/v1/lookup":
 		_ = json.NewEncoder(w).Encode(protocol.LookupResponse{
-			Node: protocol.LookupNode{UUID: nodeUUID, Properties: map[string]any{}, InstanceInfo: map[string]any{}, DriverInternalInfo: map[string]any{}},
+			Node:   protocol.LookupNode{UUID: nodeUUID, Properties: map[string]any{}, InstanceInfo: map[string]any{}, DriverInternalInfo: map[string]any{}},
 			Config: protocol.LookupConfig{HeartbeatTimeout: 20, AgentToken: token, AgentTokenRequired: true, ReportProgress: true},
 		})
 	case r.Method == "POST" && r.URL.Path == "/v1/heartbeat/"+nodeUUID:

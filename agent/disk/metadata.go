@@ -1,0 +1,270 @@
+package disk
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/diskfs/go-diskfs/partition/gpt"
+	"github.com/diskfs/go-diskfs/partition/mbr"
+
+	"github.com/ironlite/ironlite/agent/blockdev"
+)
+
+// metadataSpan is how much is zeroed at each end of the disk and of each
+// partition. IPA runs wipefs (which erases exactly the signatures blkid
+// finds), zeroes the first and last 33 sectors and runs sgdisk -Z. Without
+// those tools we zero whole regions instead, and 1 MiB at both ends covers
+// every signature blkid and the kernel look for:
+//
+//   - MBR and primary GPT header and entries (LBA 0-33 with 512-byte
+//     sectors, 0-5 with 4 KiB ones); backup GPT in the last 33 sectors;
+//   - ext2/3/4 (superblock at 1 KiB), xfs (0), vfat/exfat/NTFS boot sector
+//     (0; NTFS's backup in the last sector), btrfs primary superblock
+//     (64 KiB), swap (last bytes of the first page), ISO9660 and UDF volume
+//     descriptors (32 KiB), LVM2 label (sectors 0-3), LUKS1/2 headers (0
+//     and 16 KiB), bcache (4 KiB), ZFS labels (two in the first 512 KiB, two
+//     in the last);
+//   - md superblocks: v1.1 at 0, v1.2 at 4 KiB, v1.0 in the last 8-12 KiB
+//     and v0.90 in the last 64-128 KiB of the member.
+//
+// Whole regions also beat wipefs on damaged metadata it cannot parse (IPA
+// needs the dd passes for GPTs whose CRC sgdisk refuses), and it is still a
+// few MiB per disk: seconds.
+const metadataSpan = 1 << 20
+
+// EraseMetadata destroys the partition tables and the filesystem, RAID and
+// LVM signatures on the block device dev, so that nothing on it is
+// recognised or assembled on the next boot: it zeroes both ends of the
+// disk and of every partition found in its GPT, MBR (with logical
+// partitions) or the kernel's view, then flushes and makes the kernel
+// re-read the (now empty) partition table. It fails if the device is in
+// use (mounted, an active md member, held by device-mapper).
+func EraseMetadata(ctx context.Context, dev string) error {
+	return eraseMetadata(ctx, "/", dev, slog.Default())
+}
+
+func eraseMetadata(ctx context.Context, sysRoot, path string, log *slog.Logger) error {
+	d, err := openForErase(sysRoot, path)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	lbs := int64(d.LogicalSectorSize())
+	parts := partitionTables(d, log)
+	if d.IsBlockDevice() {
+		parts = append(parts, kernelPartitions(sysRoot, sysName(path))...)
+	}
+	ranges := metadataRanges(d.Size(), lbs, parts)
+	var total int64
+	for _, r := range ranges {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := d.ZeroRange(ctx, r.start, r.end-r.start); err != nil {
+			return fmt.Errorf("erase metadata of %s: %w", path, err)
+		}
+		total += r.end - r.start
+	}
+	if err := d.Flush(); err != nil {
+		return fmt.Errorf("erase metadata of %s: %w", path, err)
+	}
+	if err := d.RereadPartitions(ctx); err != nil {
+		return fmt.Errorf("erase metadata of %s: %w", path, err)
+	}
+	log.Info("disk: metadata erased", "device", path, "partitions", len(parts), "ranges", len(ranges), "bytes", total)
+	return nil
+}
+
+// ErrReadOnly is wrapped by the error of an erase of a read-only device.
+var ErrReadOnly = errors.New("device is read-only")
+
+// openForErase opens a device for erasing, exclusively. A read-only device is
+// refused up front (the kernel lets it be opened for writing and fails
+// each write), and the error for a device in use names its holders when
+// sysfs knows them.
+func openForErase(sysRoot, path string) (*blockdev.Device, error) {
+	st := readState(sysRoot, sysName(path))
+	if st.readOnly && isBlockDevice(path) {
+		return nil, fmt.Errorf("%s: %w", path, ErrReadOnly)
+	}
+	d, err := blockdev.Open(path, blockdev.Options{})
+	if err != nil && len(st.holders) > 0 {
+		return nil, fmt.Errorf("%w (held by %s)", err, strings.Join(st.holders, ", "))
+	}
+	return d, err
+}
+
+// extent is a byte range [start, end).
+type extent struct{ start, end int64 }
+
+// metadataRanges computes the sector-aligned, merged ranges to zero on a
+// device of size bytes: metadataSpan (at least the 34 and 33 GPT sectors)
+// at both ends of the device and of each partition.
+func metadataRanges(size, lbs int64, parts []extent) []extent {
+	var rs []extent
+	add := func(start, end int64) {
+		start = max(0, start) / lbs * lbs
+		end = min(size, (end+lbs-1)/lbs*lbs)
+		if start < end {
+			rs = append(rs, extent{start, end})
+		}
+	}
+	add(0, max(metadataSpan, 34*lbs))
+	add(size-max(metadataSpan, 33*lbs), size)
+	for _, p := range parts {
+		if p.start >= size || p.end <= p.start {
+			continue // a corrupt entry pointing past the disk
+		}
+		add(p.start, min(p.end, p.start+metadataSpan))
+		add(max(p.start, p.end-metadataSpan), p.end)
+	}
+	sort.Slice(rs, func(i, j int) bool { return rs[i].start < rs[j].start })
+	var out []extent
+	for _, r := range rs {
+		if n := len(out); n > 0 && r.start <= out[n-1].end {
+			out[n-1].end = max(out[n-1].end, r.end)
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// partitionTables returns the partitions of the GPT and of the MBR on the
+// device (both: a hybrid MBR may describe what the GPT does not). A table
+// that cannot be read is not an error: the device ends are zeroed anyway,
+// and damaged metadata is exactly what cleaning must not trip over.
+func partitionTables(d *blockdev.Device, log *slog.Logger) []extent {
+	lbs := d.LogicalSectorSize()
+	var parts []extent
+	if t, err := readGPT(d, int64(lbs)); err == nil {
+		for _, p := range t.Partitions {
+			if p.End >= p.Start {
+				parts = append(parts, extent{int64(p.Start) * int64(lbs), (int64(p.End) + 1) * int64(lbs)})
+			}
+		}
+		if t.RecoveredFromBackup {
+			log.Info("disk: primary GPT damaged, read the backup", "device", d.Path())
+		}
+	} else {
+		log.Debug("disk: no GPT", "device", d.Path(), "reason", err)
+	}
+	t, err := mbr.Read(d.File(), lbs, lbs)
+	if err != nil {
+		log.Debug("disk: no MBR", "device", d.Path(), "reason", err)
+		return parts
+	}
+	for _, p := range t.Partitions {
+		if p.Type == mbr.Empty || p.Type == mbr.GPTProtective || p.Size == 0 {
+			continue
+		}
+		// MBR addresses are in logical sectors; go-diskfs's GetStart
+		// assumes 512 bytes, so compute the offsets here.
+		parts = append(parts, extent{int64(p.Start) * int64(lbs), (int64(p.Start) + int64(p.Size)) * int64(lbs)})
+		if isExtended(byte(p.Type)) {
+			parts = append(parts, logicalPartitions(d, int64(p.Start), int64(lbs))...)
+		}
+	}
+	return parts
+}
+
+// maxGPTArray bounds the partition entry array a GPT header may claim
+// (128 entries of 128 bytes is the norm).
+const maxGPTArray = 1 << 20
+
+// readGPT reads the GPT with go-diskfs, after checking the headers it
+// would trust. The disk's contents are the previous tenant's: a header
+// with a valid CRC may claim billions of entries, which go-diskfs
+// allocates in one slice (a fatal out-of-memory, which no recover
+// catches), or entries of odd sizes. Such a table is ignored; the disk's
+// ends, where its headers live, are zeroed anyway.
+func readGPT(d *blockdev.Device, lbs int64) (t *gpt.Table, err error) {
+	for _, lba := range []int64{1, d.Size()/lbs - 1} {
+		h := make([]byte, 92)
+		if _, err := d.ReadAt(h, lba*lbs); err != nil || string(h[:8]) != "EFI PART" {
+			continue
+		}
+		count, size := binary.LittleEndian.Uint32(h[80:]), binary.LittleEndian.Uint32(h[84:])
+		if size < 128 || size%8 != 0 || uint64(count)*uint64(size) > maxGPTArray {
+			return nil, fmt.Errorf("implausible GPT header at LBA %d: %d entries of %d bytes", lba, count, size)
+		}
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			t, err = nil, fmt.Errorf("unreadable GPT: %v", r)
+		}
+	}()
+	return gpt.Read(d.File(), int(lbs), int(lbs))
+}
+
+func isExtended(t byte) bool {
+	return t == byte(mbr.ExtendedCHS) || t == byte(mbr.ExtendedLBA) || t == byte(mbr.LinuxExtended)
+}
+
+// logicalPartitions walks the chain of extended boot records starting at
+// sector ext (go-diskfs reads only the four primary entries). Each EBR
+// holds the logical partition relative to itself and the next EBR relative
+// to ext.
+func logicalPartitions(r io.ReaderAt, ext, lbs int64) []extent {
+	var out []extent
+	seen := map[int64]bool{}
+	b := make([]byte, lbs)
+	for ebr := ext; len(seen) < 128 && !seen[ebr]; {
+		seen[ebr] = true
+		if _, err := r.ReadAt(b, ebr*lbs); err != nil || b[510] != 0x55 || b[511] != 0xaa {
+			break
+		}
+		entry := func(i int) (typ byte, start, size int64) {
+			e := b[446+16*i:]
+			return e[4], int64(binary.LittleEndian.Uint32(e[8:])), int64(binary.LittleEndian.Uint32(e[12:]))
+		}
+		if typ, start, size := entry(0); typ != 0 && size > 0 {
+			out = append(out, extent{(ebr + start) * lbs, (ebr + start + size) * lbs})
+		}
+		typ, next, _ := entry(1)
+		if !isExtended(typ) || next == 0 {
+			break
+		}
+		ebr = ext + next
+	}
+	return out
+}
+
+// kernelPartitions returns the partitions the kernel knows of (sysfs
+// start and size, in 512-byte units): they may come from a table we do
+// not parse (BSD disklabels, a GPT the kernel read before it was damaged).
+func kernelPartitions(sysRoot, name string) []extent {
+	var out []extent
+	dir := filepath.Join(sysRoot, "sys/class/block", name)
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), name) {
+			continue
+		}
+		read := func(attr string) int64 {
+			b, err := os.ReadFile(filepath.Join(dir, e.Name(), attr))
+			if err != nil {
+				return -1
+			}
+			n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+			if err != nil {
+				return -1
+			}
+			return n
+		}
+		start, size := read("start"), read("size")
+		if start >= 0 && size > 0 {
+			out = append(out, extent{start * 512, (start + size) * 512})
+		}
+	}
+	return out
+}

@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/ironlite/ironlite/agent/blockdev"
+	"github.com/ironlite/ironlite/agent/disk"
 )
 
 // Label is the filesystem label cloud-init looks for, and by which IPA
@@ -199,8 +200,7 @@ func (w *writer) readGPTHeader() (gptHeader, error) {
 }
 
 func (w *writer) writeGPT(ctx context.Context, iso []byte) (Result, error) {
-	f := w.d.File()
-	tbl, err := gpt.Read(f, int(w.ss), int(w.ss))
+	tbl, err := disk.ReadGPT(w.d)
 	if err != nil {
 		return Result{}, fmt.Errorf("read the GPT: %w", err)
 	}
@@ -308,42 +308,8 @@ func (w *writer) writeGPT(ctx context.Context, iso []byte) (Result, error) {
 	}, nil
 }
 
-// writeGPTTable writes both GPT copies (backup first, go-diskfs syncs
-// between steps) and fits the protective MBR to the disk.
-func (w *writer) writeGPTTable(tbl *gpt.Table) error {
-	// go-diskfs would rewrite the protective MBR with a 32-bit sector
-	// count that wraps past 2 TiB, and leaves a hybrid MBR alone only by
-	// not recognising it; do it here instead.
-	tbl.ProtectiveMBR = false
-	if err := tbl.Write(w.d.File(), w.sectors*w.ss); err != nil {
-		return fmt.Errorf("write the GPT: %w", err)
-	}
-	return w.fitProtectiveMBR()
-}
-
-// fitProtectiveMBR makes a protective MBR (a single 0xEE entry from LBA 1)
-// cover the whole disk, capped at 0xFFFFFFFF sectors, as sgdisk does when
-// it moves the backup header. Anything else (a hybrid MBR) is left alone.
-func (w *writer) fitProtectiveMBR() error {
-	s0 := make([]byte, 512)
-	if _, err := w.d.ReadAt(s0, 0); err != nil {
-		return fmt.Errorf("read the protective MBR: %w", err)
-	}
-	e := s0[446:]
-	if e[4] != 0xee || binary.LittleEndian.Uint32(e[8:]) != 1 || !allZero(s0[446+16:510]) {
-		return nil
-	}
-	size := uint32(min(w.sectors-1, 0xffffffff))
-	if binary.LittleEndian.Uint32(e[12:]) == size {
-		return nil
-	}
-	var b [4]byte
-	binary.LittleEndian.PutUint32(b[:], size)
-	if _, err := w.d.WriteAt(b[:], 446+12); err != nil {
-		return fmt.Errorf("update the protective MBR: %w", err)
-	}
-	return nil
-}
+// writeGPTTable writes both GPT copies and fits the protective MBR.
+func (w *writer) writeGPTTable(tbl *gpt.Table) error { return disk.WriteGPT(w.d, tbl) }
 
 func (w *writer) writeMBR(ctx context.Context, iso []byte) (Result, error) {
 	tbl, err := mbr.Read(w.d.File(), int(w.ss), int(w.ss))

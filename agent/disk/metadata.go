@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/diskfs/go-diskfs/partition/gpt"
 	"github.com/diskfs/go-diskfs/partition/mbr"
 
 	"github.com/ironlite/ironlite/agent/blockdev"
@@ -146,7 +145,7 @@ func metadataRanges(size, lbs int64, parts []extent) []extent {
 func partitionTables(d *blockdev.Device, log *slog.Logger) []extent {
 	lbs := d.LogicalSectorSize()
 	var parts []extent
-	if t, err := readGPT(d, int64(lbs)); err == nil {
+	if t, err := ReadGPT(d); err == nil {
 		for _, p := range t.Partitions {
 			if p.End >= p.Start {
 				parts = append(parts, extent{int64(p.Start) * int64(lbs), (int64(p.End) + 1) * int64(lbs)})
@@ -175,35 +174,6 @@ func partitionTables(d *blockdev.Device, log *slog.Logger) []extent {
 		}
 	}
 	return parts
-}
-
-// maxGPTArray bounds the partition entry array a GPT header may claim
-// (128 entries of 128 bytes is the norm).
-const maxGPTArray = 1 << 20
-
-// readGPT reads the GPT with go-diskfs, after checking the headers it
-// would trust. The disk's contents are the previous tenant's: a header
-// with a valid CRC may claim billions of entries, which go-diskfs
-// allocates in one slice (a fatal out-of-memory, which no recover
-// catches), or entries of odd sizes. Such a table is ignored; the disk's
-// ends, where its headers live, are zeroed anyway.
-func readGPT(d *blockdev.Device, lbs int64) (t *gpt.Table, err error) {
-	for _, lba := range []int64{1, d.Size()/lbs - 1} {
-		h := make([]byte, 92)
-		if _, err := d.ReadAt(h, lba*lbs); err != nil || string(h[:8]) != "EFI PART" {
-			continue
-		}
-		count, size := binary.LittleEndian.Uint32(h[80:]), binary.LittleEndian.Uint32(h[84:])
-		if size < 128 || size%8 != 0 || uint64(count)*uint64(size) > maxGPTArray {
-			return nil, fmt.Errorf("implausible GPT header at LBA %d: %d entries of %d bytes", lba, count, size)
-		}
-	}
-	defer func() {
-		if r := recover(); r != nil {
-			t, err = nil, fmt.Errorf("unreadable GPT: %v", r)
-		}
-	}()
-	return gpt.Read(d.File(), int(lbs), int(lbs))
 }
 
 func isExtended(t byte) bool {

@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/diskfs/go-diskfs/backend/file"
 	"github.com/diskfs/go-diskfs/partition/gpt"
 
 	"github.com/ironlite/ironlite/agent/blockdev"
+	"github.com/ironlite/ironlite/agent/disk"
 )
 
 // FixGPT moves a GPT's backup header and partition array to the last
@@ -18,35 +18,8 @@ import (
 // it the firmware and the kernel see a damaged GPT and some refuse to
 // boot. A disk without a GPT is left alone.
 func FixGPT(dev *blockdev.Device) error {
-	lbs := dev.LogicalSectorSize()
-	hdr := make([]byte, 2*lbs)
-	if _, err := dev.ReadAt(hdr, 0); err != nil {
-		return fmt.Errorf("read partition table of %s: %w", dev.Path(), err)
-	}
-	if string(hdr[lbs:lbs+8]) != "EFI PART" {
-		return nil
-	}
-	alternate := binary.LittleEndian.Uint64(hdr[lbs+32:])
-	last := uint64(dev.Size()/int64(lbs)) - 1
-	if alternate == last {
-		return nil
-	}
-	backend := file.New(dev.File(), false)
-	t, err := gpt.Read(backend, lbs, lbs)
-	if err != nil {
-		return fmt.Errorf("read GPT of %s: %w", dev.Path(), err)
-	}
-	if err := t.Repair(uint64(dev.Size())); err != nil {
-		return fmt.Errorf("relocate backup GPT of %s: %w", dev.Path(), err)
-	}
-	wf, err := backend.Writable()
-	if err != nil {
-		return fmt.Errorf("relocate backup GPT of %s: %w", dev.Path(), err)
-	}
-	if err := t.Write(wf, dev.Size()); err != nil {
-		return fmt.Errorf("write relocated GPT of %s: %w", dev.Path(), err)
-	}
-	return nil
+	_, err := disk.RelocateBackupGPT(dev)
+	return err
 }
 
 // PartitionInfo is what standby.get_partition_uuids reports for a
@@ -85,7 +58,7 @@ func ReadPartitions(dev *blockdev.Device) (*PartitionInfo, error) {
 	info := &PartitionInfo{DiskIdentifier: fmt.Sprintf("0x%08x", binary.LittleEndian.Uint32(mbr[440:]))}
 	hdr := make([]byte, lbs)
 	if _, err := dev.ReadAt(hdr, int64(lbs)); err == nil && string(hdr[:8]) == "EFI PART" {
-		t, err := gpt.Read(file.New(dev.File(), true), lbs, lbs)
+		t, err := disk.ReadGPT(dev)
 		if err != nil {
 			return nil, fmt.Errorf("read GPT of %s: %w", dev.Path(), err)
 		}

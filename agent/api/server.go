@@ -64,6 +64,9 @@ func (e *entry) snapshot() protocol.CommandResult {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	r := e.res
+	if r.CommandStatus != protocol.StatusRunning {
+		return r
+	}
 	if p := e.prog.Snapshot(); p != nil && p.Phase != "" {
 		p.Command = e.name
 		r.Progress = p

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -30,9 +31,10 @@ type Device struct {
 	size   int64
 	block  bool
 	sector int
-	// zeroOut reports whether BLKZEROOUT is worth trying; it is turned off
-	// after the first EOPNOTSUPP so we fall back to writing zeroes once.
-	zeroOut bool
+	// noZeroOut is set after the first EOPNOTSUPP from BLKZEROOUT, so we
+	// fall back to writing zeroes without asking again. Workers zero
+	// concurrently, hence atomic.
+	noZeroOut atomic.Bool
 }
 
 // Options tune Open.
@@ -70,7 +72,7 @@ func Open(path string, o Options) (*Device, error) {
 		}
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	d := &Device{f: f, path: path, block: isBlock, sector: 512, zeroOut: isBlock}
+	d := &Device{f: f, path: path, block: isBlock, sector: 512}
 	if err := d.refreshSize(); err != nil {
 		f.Close()
 		return nil, err
@@ -153,16 +155,29 @@ func (d *Device) ZeroRange(ctx context.Context, off, n int64) error {
 	if n <= 0 {
 		return nil
 	}
-	if d.block && d.zeroOut && off%int64(d.sector) == 0 && n%int64(d.sector) == 0 {
-		r := [2]uint64{uint64(off), uint64(n)}
-		err := ioctlPtr(d.f, unix.BLKZEROOUT, unsafe.Pointer(&r))
-		if err == nil {
-			return nil
+	if d.block && !d.noZeroOut.Load() {
+		// BLKZEROOUT bypasses the page cache; a buffered write to the
+		// same page running concurrently (the writer's workers, qcow2
+		// clusters smaller than a page) could write stale bytes back
+		// over the zeroes. So only whole pages are zeroed by ioctl, and
+		// the unaligned edges are written through the cache.
+		align := int64(max(d.sector, os.Getpagesize()))
+		start := (off + align - 1) / align * align
+		end := (off + n) / align * align
+		if end-start >= align {
+			r := [2]uint64{uint64(start), uint64(end - start)}
+			err := ioctlPtr(d.f, unix.BLKZEROOUT, unsafe.Pointer(&r))
+			if err == nil {
+				if err := d.writeZeroes(ctx, off, start-off); err != nil {
+					return err
+				}
+				return d.writeZeroes(ctx, end, off+n-end)
+			}
+			if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOTTY) {
+				return fmt.Errorf("zero %d bytes at offset %d of %s: %w", n, off, d.path, err)
+			}
+			d.noZeroOut.Store(true)
 		}
-		if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOTTY) {
-			return fmt.Errorf("zero %d bytes at offset %d of %s: %w", n, off, d.path, err)
-		}
-		d.zeroOut = false
 	}
 	if !d.block {
 		err := unix.Fallocate(int(d.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)

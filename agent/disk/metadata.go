@@ -51,12 +51,24 @@ func EraseMetadata(ctx context.Context, dev string) error {
 	return eraseMetadata(ctx, "/", dev, slog.Default())
 }
 
+// EraseMetadataOf is EraseMetadata on a device the caller has open (the
+// image writer erases after it has vetted the image, with the disk held
+// exclusively all along).
+func EraseMetadataOf(ctx context.Context, d *blockdev.Device) error {
+	return eraseOpen(ctx, "/", d, slog.Default())
+}
+
 func eraseMetadata(ctx context.Context, sysRoot, path string, log *slog.Logger) error {
 	d, err := openForErase(sysRoot, path)
 	if err != nil {
 		return err
 	}
 	defer d.Close()
+	return eraseOpen(ctx, sysRoot, d, log)
+}
+
+func eraseOpen(ctx context.Context, sysRoot string, d *blockdev.Device, log *slog.Logger) error {
+	path := d.Path()
 	lbs := int64(d.LogicalSectorSize())
 	parts := partitionTables(d, log)
 	if d.IsBlockDevice() {

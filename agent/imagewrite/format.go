@@ -153,8 +153,10 @@ func (q qcow2Header) vet(fileSize int64) error {
 	switch {
 	case q.L1Size == 0 || uint64(q.L1Size) < needed:
 		return fmt.Errorf("%w: qcow2 L1 table has %d entries, %d needed for the virtual size", ErrUnsupportedImage, q.L1Size, needed)
-	case uint64(q.L1Size) > needed+1 || uint64(q.L1Size)*8 > 32<<20:
-		return fmt.Errorf("%w: qcow2 L1 table of %d entries is larger than the %d the virtual size needs", ErrUnsupportedImage, q.L1Size, needed)
+	case uint64(q.L1Size)*8 > 32<<20:
+		// qemu's own limit (QCOW_MAX_L1_SIZE). A larger L1 than the size
+		// needs is legal (shrunk images, internal snapshots).
+		return fmt.Errorf("%w: qcow2 L1 table of %d entries exceeds qemu's 32 MiB limit", ErrUnsupportedImage, q.L1Size)
 	case q.L1Offset == 0 || q.L1Offset%512 != 0 || (fileSize >= 0 && q.L1Offset+uint64(q.L1Size)*8 > uint64(fileSize)):
 		return fmt.Errorf("%w: qcow2 L1 table at offset %d (%d entries) lies outside the %d-byte file", ErrUnsupportedImage, q.L1Offset, q.L1Size, fileSize)
 	}
@@ -177,7 +179,11 @@ func (q qcow2Header) vetFeatures() error {
 		return fmt.Errorf("%w: qcow2 cluster_bits %d out of range 9..21", ErrUnsupportedImage, q.ClusterBits)
 	case q.Size == 0 || q.Size > 1<<56:
 		return fmt.Errorf("%w: qcow2 virtual size %d is not plausible", ErrUnsupportedImage, q.Size)
-	case q.Incompatible&^(qcow2IncompatDirty|qcow2IncompatCompressed|qcow2IncompatExtL2) != 0:
+	case q.Incompatible&qcow2IncompatExtL2 != 0:
+		// go-qcow2reader re-reads a whole L2 table per cluster for these:
+		// a hostile or merely large image would crawl.
+		return fmt.Errorf("%w: qcow2 extended L2 entries (subclusters) are not supported; convert the image with qemu-img convert -O qcow2", ErrUnsupportedImage)
+	case q.Incompatible&^(qcow2IncompatDirty|qcow2IncompatCompressed) != 0:
 		return fmt.Errorf("%w: qcow2 incompatible feature bits %#x are not supported", ErrUnsupportedImage, q.Incompatible)
 	case q.CompressionType > 1:
 		return fmt.Errorf("%w: qcow2 compression type %d is not supported (zlib and zstd are)", ErrUnsupportedImage, q.CompressionType)

@@ -51,7 +51,12 @@ type Options struct {
 	Workers int
 	// ChunkSize is the unit of parallel work in bytes (default 4 MiB).
 	ChunkSize int64
-	Log       *slog.Logger
+	// BeforeWrite, if set, runs once the image has been vetted (format,
+	// features, size) and before the first byte is written: the place to
+	// wipe the disk's old metadata, so that a refused image leaves the
+	// disk untouched.
+	BeforeWrite func(ctx context.Context) error
+	Log         *slog.Logger
 }
 
 func (o *Options) defaults() {
@@ -84,11 +89,10 @@ type Result struct {
 }
 
 // Write writes the image in src onto dev, which must be at least as large
-// as the image (a regular file standing in for a disk is grown). The
-// caller verifies the source's checksum afterwards and must treat the disk
-// as garbage if that fails; Write itself flushes the disk, moves a GPT's
-// backup header to the end of a larger disk and re-reads the partition
-// table.
+// as the image (a regular file standing in for a disk is grown), and
+// flushes it. The caller then verifies the source's checksum and, only if
+// it matches, calls Finish; a disk whose image failed verification must be
+// treated as garbage (and wiped).
 func Write(ctx context.Context, src Source, dev *blockdev.Device, o Options) (*Result, error) {
 	o.defaults()
 	start := time.Now()
@@ -112,6 +116,9 @@ func Write(ctx context.Context, src Source, dev *blockdev.Device, o Options) (*R
 		defer img.Close()
 		res.ImageBytes = img.Size()
 		if err := fit(dev, res.ImageBytes); err != nil {
+			return nil, err
+		}
+		if err := before(ctx, o); err != nil {
 			return nil, err
 		}
 		o.Log.Info("writing qcow2 image", "device", dev.Path(), "virtual_size", res.ImageBytes, "file_size", res.SourceBytes, "workers", o.Workers)
@@ -150,6 +157,9 @@ func Write(ctx context.Context, src Source, dev *blockdev.Device, o Options) (*R
 		if !dev.IsBlockDevice() {
 			limit = -1
 		}
+		if err := before(ctx, o); err != nil {
+			return nil, err
+		}
 		o.Log.Info("writing compressed raw image", "device", dev.Path(), "compression", res.Format, "file_size", res.SourceBytes, "workers", o.Workers)
 		// The stream's decompressed size is unknown up front; progress
 		// follows the compressed bytes consumed.
@@ -169,6 +179,9 @@ func Write(ctx context.Context, src Source, dev *blockdev.Device, o Options) (*R
 		if err := fit(dev, res.ImageBytes); err != nil {
 			return nil, err
 		}
+		if err := before(ctx, o); err != nil {
+			return nil, err
+		}
 		o.Log.Info("writing raw image", "device", dev.Path(), "size", res.ImageBytes, "workers", o.Workers)
 		w.prog.SetPhase("write", res.ImageBytes)
 		if err := w.copyExtents(ctx, rawExtents{src}, res.ImageBytes); err != nil {
@@ -177,15 +190,22 @@ func Write(ctx context.Context, src Source, dev *blockdev.Device, o Options) (*R
 	}
 	res.WrittenBytes = w.counters.written.Load()
 	res.ZeroedBytes = w.counters.zeroed.Load()
-	if err := Finish(ctx, dev); err != nil {
+	if err := dev.Flush(); err != nil {
 		return nil, err
 	}
 	res.Duration = time.Since(start)
 	return res, nil
 }
 
-// Finish makes a freshly written disk consistent: data flushed past every
-// cache, the GPT's backup header moved to the disk's real end (a whole-disk
+func before(ctx context.Context, o Options) error {
+	if o.BeforeWrite == nil {
+		return nil
+	}
+	return o.BeforeWrite(ctx)
+}
+
+// Finish makes a freshly written (and verified) disk consistent: data
+// flushed past every cache, the GPT's backup header moved to the disk's real end (a whole-disk
 // image is usually smaller than the disk), partitions re-read.
 func Finish(ctx context.Context, dev *blockdev.Device) error {
 	if err := dev.Flush(); err != nil {

@@ -286,6 +286,9 @@ func TestGPTMovedToEndOfLargerDisk(t *testing.T) {
 	if _, err := imagewrite.Write(context.Background(), openSource(t, filepath.Join(c.dir, "zlib.qcow2")), dev, imagewrite.Options{}); err != nil {
 		t.Fatal(err)
 	}
+	if err := imagewrite.Finish(context.Background(), dev); err != nil {
+		t.Fatal(err)
+	}
 	info, err := imagewrite.ReadPartitions(dev)
 	if err != nil {
 		t.Fatal(err)
@@ -341,7 +344,8 @@ func TestRefusals(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer dev.Close()
-			_, err = imagewrite.Write(context.Background(), openSource(t, tc.file), dev, imagewrite.Options{DiskFormat: tc.format})
+			_, err = imagewrite.Write(context.Background(), openSource(t, tc.file), dev, imagewrite.Options{DiskFormat: tc.format,
+				BeforeWrite: func(context.Context) error { t.Error("BeforeWrite (the metadata wipe) ran for a refused image"); return nil }})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want one containing %q", err, tc.want)
 			}

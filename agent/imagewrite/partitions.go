@@ -18,8 +18,26 @@ import (
 // it the firmware and the kernel see a damaged GPT and some refuse to
 // boot. A disk without a GPT is left alone.
 func FixGPT(dev *blockdev.Device) error {
+	if err := checkSectorSize(dev); err != nil {
+		return err
+	}
 	_, err := disk.RelocateBackupGPT(dev)
 	return err
+}
+
+// checkSectorSize refuses an image partitioned for 512-byte sectors on a
+// disk with larger ones: its GPT sits at byte 512 where the disk's LBA 1
+// is byte 4096, so neither the firmware nor the kernel would find it.
+func checkSectorSize(dev *blockdev.Device) error {
+	if dev.LogicalSectorSize() == 512 {
+		return nil
+	}
+	b := make([]byte, 8)
+	if _, err := dev.ReadAt(b, 512); err == nil && string(b) == "EFI PART" {
+		return fmt.Errorf("%w: the image's GPT is laid out for 512-byte sectors but %s has %d-byte sectors; use an image built for %d-byte sectors",
+			ErrUnsupportedImage, dev.Path(), dev.LogicalSectorSize(), dev.LogicalSectorSize())
+	}
+	return nil
 }
 
 // PartitionInfo is what standby.get_partition_uuids reports for a
@@ -55,6 +73,9 @@ func ReadPartitions(dev *blockdev.Device) (*PartitionInfo, error) {
 	if _, err := dev.ReadAt(mbr, 0); err != nil {
 		return nil, fmt.Errorf("read partition table of %s: %w", dev.Path(), err)
 	}
+	if err := checkSectorSize(dev); err != nil {
+		return nil, err
+	}
 	info := &PartitionInfo{DiskIdentifier: fmt.Sprintf("0x%08x", binary.LittleEndian.Uint32(mbr[440:]))}
 	hdr := make([]byte, lbs)
 	if _, err := dev.ReadAt(hdr, int64(lbs)); err == nil && string(hdr[:8]) == "EFI PART" {
@@ -78,6 +99,9 @@ func ReadPartitions(dev *blockdev.Device) (*PartitionInfo, error) {
 			typ, start, n := e[4], binary.LittleEndian.Uint32(e[8:]), binary.LittleEndian.Uint32(e[12:])
 			if typ == 0 || n == 0 {
 				continue
+			}
+			if typ == 0xee {
+				return nil, fmt.Errorf("%s has a protective MBR but no readable GPT", dev.Path())
 			}
 			info.Partitions = append(info.Partitions, Partition{
 				Number: i + 1, Start: int64(start) * int64(lbs), Size: int64(n) * int64(lbs), Type: fmt.Sprintf("0x%02x", typ),

@@ -128,6 +128,9 @@ func (w *writer) copyExtents(ctx context.Context, img extents, size int64) error
 		g.Go(func() error {
 			buf := make([]byte, w.chunk)
 			for j := range jobs {
+				if err := ctx.Err(); err != nil {
+					return err // another worker failed, or the command was cancelled
+				}
 				if j.zero {
 					if err := w.dst.ZeroRange(ctx, j.off, j.n); err != nil {
 						return err
@@ -196,6 +199,9 @@ func (w *writer) copyStream(ctx context.Context, r io.Reader, limit int64) (int6
 	for range w.workers {
 		g.Go(func() error {
 			for j := range jobs {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
 				if err := w.put(ctx, j.buf, j.off); err != nil {
 					return err
 				}

@@ -40,9 +40,9 @@ func (t *Tracker) SetPhase(phase string, total int64) {
 		return
 	}
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	t.phase = phase
 	t.start = t.now()
-	t.mu.Unlock()
 	t.done.Store(0)
 	t.total.Store(total)
 }
@@ -97,8 +97,8 @@ func (t *Tracker) Snapshot() *protocol.Progress {
 	t.mu.Lock()
 	phase, start := t.phase, t.start
 	devs := maps.Clone(t.devices)
-	t.mu.Unlock()
 	p := &protocol.Progress{Phase: phase, BytesDone: t.done.Load(), BytesTotal: t.total.Load()}
+	t.mu.Unlock()
 	if !start.IsZero() {
 		el := t.now().Sub(start).Seconds()
 		p.ElapsedSeconds = round(el)

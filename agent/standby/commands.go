@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 
 	"github.com/ironlite/ironlite/agent/api"
@@ -25,9 +26,6 @@ type Options struct {
 	Node func() map[string]any
 	// ListDevices lists candidate disks (default: disk.List on "/").
 	ListDevices func(ctx context.Context) ([]protocol.BlockDevice, error)
-	// EraseMetadata wipes a disk before an image is written (default:
-	// disk.EraseMetadata).
-	EraseMetadata func(ctx context.Context, dev string) error
 	// Source is the base download configuration (TLS trust from the
 	// kernel command line); image_info's proxies are added per image.
 	Source imagesource.Options
@@ -56,9 +54,6 @@ func Register(reg *api.Registry, o Options) *Commands {
 	}
 	if o.ListDevices == nil {
 		o.ListDevices = func(ctx context.Context) ([]protocol.BlockDevice, error) { return disk.List(ctx, "/") }
-	}
-	if o.EraseMetadata == nil {
-		o.EraseMetadata = disk.EraseMetadata
 	}
 	c := &Commands{o: o}
 	reg.Register("standby.prepare_image", api.Command{Async: true, Validate: validateImageParams, Run: func(ctx context.Context, p map[string]any) (any, error) {
@@ -151,6 +146,10 @@ func (c *Commands) prepare(ctx context.Context, p map[string]any, node map[strin
 
 	c.mu.Lock()
 	reuse := !cacheOnly && c.cached == id && c.written == root.Name
+	if !reuse {
+		// Whatever happens next, the disk no longer holds a cached image.
+		c.cached, c.written, c.last = "", "", nil
+	}
 	c.mu.Unlock()
 
 	var iso []byte
@@ -225,12 +224,16 @@ func (c *Commands) request(ctx context.Context, info map[string]any, dev string)
 	}
 	exp, err := checksum.FromImageInfo(ctx, info, urls[0], checksum.Options{HTTPClient: client, AllowWeak: c.o.AllowWeakChecksums})
 	if err != nil {
+		var he *imagesource.HTTPError
+		if errors.As(err, &he) || strings.Contains(err.Error(), "fetch") {
+			return Request{}, imageDownloadError(fmt.Sprint(info["id"]), err)
+		}
 		return Request{}, &api.Error{Type: "ImageChecksumError", Code: 500, Message: "Error verifying image checksum", Details: err.Error()}
 	}
 	format, _ := info["disk_format"].(string)
 	return Request{
 		URLs: urls, Checksum: &exp, Device: dev, DiskFormat: format,
-		EraseMetadata: c.o.EraseMetadata, Source: so, Log: c.o.Log,
+		EraseMetadata: true, RequirePartitions: true, Source: so, Log: c.o.Log,
 	}, nil
 }
 
@@ -267,9 +270,8 @@ func addConfigDrive(ctx context.Context, dev string, iso []byte) (*Outcome, erro
 		return nil, err
 	}
 	defer d.Close()
-	out.Partitions, err = imagewrite.ReadPartitions(d)
-	if err != nil && !errors.Is(err, imagewrite.ErrNoPartitions) {
-		return nil, fmt.Errorf("%w: %v", ErrWrite, err)
+	if out.Partitions, err = imagewrite.ReadPartitions(d); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrWrite, err)
 	}
 	return out, nil
 }

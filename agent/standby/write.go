@@ -21,6 +21,7 @@ import (
 	"github.com/ironlite/ironlite/agent/blockdev"
 	"github.com/ironlite/ironlite/agent/checksum"
 	"github.com/ironlite/ironlite/agent/configdrive"
+	"github.com/ironlite/ironlite/agent/disk"
 	"github.com/ironlite/ironlite/agent/imagesource"
 	"github.com/ironlite/ironlite/agent/imagewrite"
 	"github.com/ironlite/ironlite/agent/progress"
@@ -45,8 +46,12 @@ type Request struct {
 	// ConfigDrive is the ISO to put in a config-2 partition (nil: none).
 	ConfigDrive []byte
 	// EraseMetadata wipes old partition tables and signatures on Device
-	// first (true for deploys; IPA's destroy_disk_metadata).
-	EraseMetadata func(ctx context.Context, dev string) error
+	// once the image has been vetted, before it is written (deploys; IPA's
+	// destroy_disk_metadata).
+	EraseMetadata bool
+	// RequirePartitions fails a write whose image has no partition table,
+	// as IPA does for whole-disk deploys.
+	RequirePartitions bool
 	// Source configures the download (client, proxies, TLS, cache).
 	Source imagesource.Options
 	// Write tunes the writer (workers, chunk size).
@@ -74,7 +79,7 @@ var (
 )
 
 // WriteImage writes an image onto a disk and verifies it.
-func WriteImage(ctx context.Context, r Request) (*Outcome, error) {
+func WriteImage(ctx context.Context, r Request) (_ *Outcome, err error) {
 	log := r.Log
 	if log == nil {
 		log = slog.Default()
@@ -95,16 +100,28 @@ func WriteImage(ctx context.Context, r Request) (*Outcome, error) {
 	defer src.Close()
 	out.URL = url
 
-	if r.EraseMetadata != nil {
-		if err := r.EraseMetadata(ctx, r.Device); err != nil {
-			return nil, fmt.Errorf("%w: wipe old metadata on %s: %v", ErrWrite, r.Device, err)
-		}
-	}
 	dev, err := blockdev.Open(r.Device, blockdev.Options{Create: r.CreateFile})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrWrite, err)
 	}
 	defer dev.Close()
+	// From the first byte written until the image is verified and the
+	// config drive is on, any failure leaves a disk that must not boot.
+	touched := false
+	defer func() {
+		if err != nil && touched {
+			spoil(dev, log)
+		}
+	}()
+	r.Write.BeforeWrite = func(ctx context.Context) error {
+		touched = true
+		if r.EraseMetadata {
+			if err := disk.EraseMetadataOf(ctx, dev); err != nil {
+				return fmt.Errorf("wipe old metadata on %s: %w", r.Device, err)
+			}
+		}
+		return nil
+	}
 
 	res, err := imagewrite.Write(ctx, src, dev, r.Write)
 	out.Source = src.Stats()
@@ -116,46 +133,49 @@ func WriteImage(ctx context.Context, r Request) (*Outcome, error) {
 
 	if r.Checksum != nil {
 		t1 := time.Now()
-		prog.SetPhase("verify", src.Size())
-		sum, err := src.FinishHash(ctx)
+		prog.SetPhase("verify", 0)
+		sum, herr := src.FinishHash(ctx)
 		out.Source = src.Stats()
-		if err != nil {
-			spoil(ctx, dev, log)
-			return nil, fmt.Errorf("%w: read %s to verify its checksum: %v", ErrDownload, url, err)
+		if herr != nil {
+			return nil, fmt.Errorf("%w: read %s to verify its checksum: %v", ErrDownload, url, herr)
 		}
-		if err := r.Checksum.Verify(sum, url, out.Source.BytesHashed); err != nil {
-			spoil(ctx, dev, log)
-			return nil, kindError{ErrChecksum, err}
+		if verr := r.Checksum.Verify(sum, url, out.Source.BytesHashed); verr != nil {
+			return nil, kindError{ErrChecksum, verr}
 		}
-		prog.Complete()
 		out.Checksum = r.Checksum.String()
 		out.Timings["verify"] = time.Since(t1).Seconds()
 	}
+	// Only a verified image gets its GPT completed and shown to the kernel.
+	if err = imagewrite.Finish(ctx, dev); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrWrite, err)
+	}
 
 	parts, perr := imagewrite.ReadPartitions(dev)
+	if perr != nil && (r.RequirePartitions || len(r.ConfigDrive) > 0 || !errors.Is(perr, imagewrite.ErrNoPartitions)) {
+		err = fmt.Errorf("%w: %w", ErrWrite, perr)
+		return nil, err
+	}
 	if len(r.ConfigDrive) > 0 {
-		if perr != nil {
-			return nil, fmt.Errorf("%w: cannot add the config drive: %v", ErrWrite, perr)
-		}
 		t2 := time.Now()
 		prog.SetPhase("configdrive", int64(len(r.ConfigDrive)))
-		// configdrive.Write opens the disk itself, through the same path.
+		// configdrive.Write opens the disk itself, exclusively.
 		dev.Close()
-		cd, err := configdrive.Write(ctx, r.Device, r.ConfigDrive)
-		if err != nil {
-			return nil, fmt.Errorf("%w: config drive: %v", ErrWrite, err)
+		cd, cerr := configdrive.Write(ctx, r.Device, r.ConfigDrive)
+		if dev, err = blockdev.Open(r.Device, blockdev.Options{}); err != nil {
+			touched = false // nothing left open to wipe with
+			return nil, fmt.Errorf("%w: %v", ErrWrite, err)
+		}
+		if cerr != nil {
+			err = fmt.Errorf("%w: config drive: %v", ErrWrite, cerr)
+			return nil, err
 		}
 		prog.Complete()
 		out.ConfigDrive = &cd
 		out.Timings["configdrive"] = time.Since(t2).Seconds()
-		if dev, err = blockdev.Open(r.Device, blockdev.Options{ReadOnly: true}); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrWrite, err)
+		if parts, err = imagewrite.ReadPartitions(dev); err != nil {
+			err = fmt.Errorf("%w: %w", ErrWrite, err)
+			return nil, err
 		}
-		defer dev.Close()
-		parts, perr = imagewrite.ReadPartitions(dev)
-	}
-	if perr != nil && !errors.Is(perr, imagewrite.ErrNoPartitions) {
-		return nil, fmt.Errorf("%w: %v", ErrWrite, perr)
 	}
 	out.Partitions = parts
 	out.Timings["total"] = time.Since(t0).Seconds()
@@ -164,16 +184,22 @@ func WriteImage(ctx context.Context, r Request) (*Outcome, error) {
 	return out, nil
 }
 
-// spoil zeroes the start of a disk whose image failed verification, so
-// that a machine booted from it by mistake finds no partition table
-// instead of running unverified code.
-func spoil(ctx context.Context, dev *blockdev.Device, log *slog.Logger) {
+// spoil wipes both ends of a disk whose image failed or was not verified
+// (primary and backup partition tables, boot sectors), so that a machine
+// booted from it by mistake, or firmware restoring a GPT from its backup,
+// finds nothing to run. It runs even when the command was cancelled.
+func spoil(dev *blockdev.Device, log *slog.Logger) {
+	ctx := context.Background()
 	n := min(dev.Size(), 1<<20)
-	if err := dev.ZeroRange(ctx, 0, n); err != nil {
-		log.Error("could not wipe the unverified image", "device", dev.Path(), "error", err)
-		return
+	for _, off := range []int64{0, dev.Size() - n} {
+		if err := dev.ZeroRange(ctx, off, n); err != nil {
+			log.Error("could not wipe the unverified image", "device", dev.Path(), "error", err)
+			return
+		}
 	}
 	_ = dev.Flush()
+	_ = dev.RereadPartitions(ctx)
+	log.Warn("wiped the partition tables of the failed image", "device", dev.Path())
 }
 
 // openFirst opens the first URL that works (IPA tries each of image_info's

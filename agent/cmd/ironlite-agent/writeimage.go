@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -16,7 +17,6 @@ import (
 	"github.com/ironlite/ironlite/agent/blockdev"
 	"github.com/ironlite/ironlite/agent/checksum"
 	"github.com/ironlite/ironlite/agent/configdrive"
-	"github.com/ironlite/ironlite/agent/disk"
 	"github.com/ironlite/ironlite/agent/imagesource"
 	"github.com/ironlite/ironlite/agent/imagewrite"
 	"github.com/ironlite/ironlite/agent/progress"
@@ -104,8 +104,17 @@ func writeImageMain(args []string) error {
 		return err
 	}
 	so.HTTPClient = client
+	// A file may be created as the target, but never under /dev: a
+	// mistyped disk name must fail, not fill devtmpfs (RAM) with an image.
+	create := true
+	if abs, _ := filepath.Abs(*device); strings.HasPrefix(abs, "/dev/") {
+		if !isBlockDevice(*device) {
+			return fmt.Errorf("--device %s: no such block device", *device)
+		}
+		create = false
+	}
 	req := standby.Request{
-		URLs: []string{*source}, Device: *device, DiskFormat: *diskFormat, CreateFile: true,
+		URLs: []string{*source}, Device: *device, DiskFormat: *diskFormat, CreateFile: create,
 		Source: so, Write: imagewrite.Options{Workers: *workers, ChunkSize: *chunk}, Log: log,
 	}
 	if *sum != "none" {
@@ -122,9 +131,7 @@ func writeImageMain(args []string) error {
 			return fmt.Errorf("--config-drive: %w", err)
 		}
 	}
-	if *erase && isBlockDevice(*device) {
-		req.EraseMetadata = disk.EraseMetadata
-	}
+	req.EraseMetadata = *erase && isBlockDevice(*device)
 
 	tr := progress.New()
 	ctx = progress.With(ctx, tr)

@@ -345,7 +345,10 @@ func TestRefusals(t *testing.T) {
 			}
 			defer dev.Close()
 			_, err = imagewrite.Write(context.Background(), openSource(t, tc.file), dev, imagewrite.Options{DiskFormat: tc.format,
-				BeforeWrite: func(context.Context) error { t.Error("BeforeWrite (the metadata wipe) ran for a refused image"); return nil }})
+				BeforeWrite: func(context.Context) error {
+					t.Error("BeforeWrite (the metadata wipe) ran for a refused image")
+					return nil
+				}})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want one containing %q", err, tc.want)
 			}

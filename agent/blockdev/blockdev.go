@@ -51,6 +51,15 @@ type Options struct {
 	Create bool
 }
 
+// IsBlockDevice reports whether path is a block device (not a regular file
+// standing in for one, not a character device).
+func IsBlockDevice(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && isBlockMode(st.Mode())
+}
+
+func isBlockMode(m os.FileMode) bool { return m&os.ModeDevice != 0 && m&os.ModeCharDevice == 0 }
+
 // Open opens path as a disk.
 func Open(path string, o Options) (*Device, error) {
 	flags := os.O_RDWR
@@ -58,7 +67,7 @@ func Open(path string, o Options) (*Device, error) {
 		flags = os.O_RDONLY
 	}
 	st, statErr := os.Stat(path)
-	isBlock := statErr == nil && st.Mode()&os.ModeDevice != 0 && st.Mode()&os.ModeCharDevice == 0
+	isBlock := statErr == nil && isBlockMode(st.Mode())
 	if isBlock && !o.Shared && !o.ReadOnly {
 		flags |= unix.O_EXCL
 	}

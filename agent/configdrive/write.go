@@ -580,12 +580,3 @@ func fsLabel(r io.ReaderAt, off, size int64) string {
 	}
 	return ""
 }
-
-func allZero(b []byte) bool {
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
-}

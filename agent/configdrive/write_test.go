@@ -702,3 +702,12 @@ func partNode(t *testing.T, dev string, n int) string {
 	t.Fatalf("%s did not appear after the partition table was re-read", node)
 	return ""
 }
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}

@@ -1,6 +1,7 @@
 package disk
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -62,7 +63,7 @@ func fitProtectiveMBR(d *blockdev.Device) error {
 		return fmt.Errorf("read the protective MBR of %s: %w", d.Path(), err)
 	}
 	e := s0[446:]
-	if e[4] != 0xee || binary.LittleEndian.Uint32(e[8:]) != 1 || !allZeroBytes(s0[446+16:510]) {
+	if e[4] != 0xee || binary.LittleEndian.Uint32(e[8:]) != 1 || !bytes.Equal(s0[446+16:510], make([]byte, 3*16)) {
 		return nil
 	}
 	sectors := d.Size() / int64(d.LogicalSectorSize())
@@ -76,15 +77,6 @@ func fitProtectiveMBR(d *blockdev.Device) error {
 		return fmt.Errorf("update the protective MBR of %s: %w", d.Path(), err)
 	}
 	return nil
-}
-
-func allZeroBytes(b []byte) bool {
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // ErrBackupOnly is returned when a disk's primary GPT is damaged and only

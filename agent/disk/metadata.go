@@ -104,7 +104,7 @@ var ErrReadOnly = errors.New("device is read-only")
 // sysfs knows them.
 func openForErase(sysRoot, path string) (*blockdev.Device, error) {
 	st := readState(sysRoot, sysName(path))
-	if st.readOnly && isBlockDevice(path) {
+	if st.readOnly && blockdev.IsBlockDevice(path) {
 		return nil, fmt.Errorf("%s: %w", path, ErrReadOnly)
 	}
 	d, err := blockdev.Open(path, blockdev.Options{})

@@ -284,11 +284,7 @@ func (s *stepSet) eraseMetadata(ctx context.Context, req steps.Request) (any, er
 	if err != nil {
 		return nil, err
 	}
-	for i := range ts {
-		if ts[i].skip == "" && ts[i].st.readOnly {
-			ts[i].skip = "skipped: read-only device"
-		}
-	}
+	skipReadOnly(ts)
 	return s.each(ctx, "erase_devices_metadata", ts, 1, false, func(ctx context.Context, t target) (string, error) {
 		if err := eraseMetadata(ctx, s.Root, t.dev.Name, s.log); err != nil {
 			return "", err
@@ -311,20 +307,13 @@ func (s *stepSet) eraseDevices(ctx context.Context, req steps.Request) (any, err
 		return nil, err
 	}
 	cfg := eraseConfig{sysRoot: s.Root, queue: sysQueue(s.Root), secureDiscard: true, iterations: set.iterations, zeroize: set.zeroize}
-	var readOnly []string
-	for i := range ts {
-		if ts[i].skip == "" && ts[i].st.readOnly {
-			if !set.skipReadOnly {
-				readOnly = append(readOnly, ts[i].dev.Name)
-			}
-			ts[i].skip = "skipped: read-only device"
-		}
-	}
-	if len(readOnly) > 0 {
+	if readOnly := skipReadOnly(ts); len(readOnly) > 0 && !set.skipReadOnly {
 		return nil, fmt.Errorf("cannot erase %s: flagged read-only, and driver_internal_info.agent_erase_skip_read_only is not set", strings.Join(readOnly, ", "))
 	}
 	return s.eraseWithProgress(ctx, "erase_devices", ts, set.concurrency, true,
-		func(t target) int64 { return t.dev.Size * cfg.passes(cfg.plan(t.dev.Name, isBlockDevice(t.dev.Name))) },
+		func(t target) int64 {
+			return t.dev.Size * cfg.passes(cfg.plan(t.dev.Name, blockdev.IsBlockDevice(t.dev.Name)))
+		},
 		func(ctx context.Context, t target, m *meter) (string, error) {
 			return eraseDevice(ctx, t.dev.Name, cfg, m)
 		})
@@ -344,14 +333,10 @@ func (s *stepSet) eraseExpress(ctx context.Context, req steps.Request) (any, err
 	if err != nil {
 		return nil, err
 	}
-	for i := range ts {
-		if ts[i].skip == "" && ts[i].st.readOnly {
-			ts[i].skip = "skipped: read-only device"
-		}
-	}
+	skipReadOnly(ts)
 	fast := func(path string) bool {
 		q, err := blockdev.ReadQueue(s.Root, path)
-		return err == nil && isBlockDevice(path) && q.WriteZeroesMax > 0 && !q.Rotational
+		return err == nil && blockdev.IsBlockDevice(path) && q.WriteZeroesMax > 0 && !q.Rotational
 	}
 	return s.eraseWithProgress(ctx, "erase_devices_express", ts, set.concurrency, false,
 		func(t target) int64 {
@@ -376,6 +361,19 @@ func (s *stepSet) eraseExpress(ctx context.Context, req steps.Request) (any, err
 		})
 }
 
+// skipReadOnly marks the read-only devices among ts as skipped and
+// returns their names (erase_devices fails on them unless told otherwise).
+func skipReadOnly(ts []target) []string {
+	var names []string
+	for i := range ts {
+		if ts[i].skip == "" && ts[i].st.readOnly {
+			ts[i].skip = "skipped: read-only device"
+			names = append(names, ts[i].dev.Name)
+		}
+	}
+	return names
+}
+
 // eraseWithProgress runs work under a step tracker in phase "erase" whose
 // total is the sum of expected over the devices, each device feeding its
 // own child tracker too.
@@ -394,11 +392,6 @@ func (s *stepSet) eraseWithProgress(ctx context.Context, step string, ts []targe
 	return s.each(ctx, step, ts, n, failFast, func(ctx context.Context, t target) (string, error) {
 		return work(ctx, t, newMeter(ctx, t.dev.Name, &total, exp[t.dev.Name]))
 	})
-}
-
-func isBlockDevice(path string) bool {
-	st, err := os.Stat(path)
-	return err == nil && st.Mode()&os.ModeDevice != 0 && st.Mode()&os.ModeCharDevice == 0
 }
 
 // erasePstore is erase_pstore: it empties the kernel's persistent store of

@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"time"
 
 	"github.com/ironlite/ironlite/agent/blockdev"
@@ -150,11 +149,8 @@ func WriteImage(ctx context.Context, r Request) (_ *Outcome, err error) {
 		return nil, fmt.Errorf("%w: %w", ErrWrite, err)
 	}
 
-	parts, perr := imagewrite.ReadPartitions(dev)
-	if perr != nil && (r.RequirePartitions || len(r.ConfigDrive) > 0 || !errors.Is(perr, imagewrite.ErrNoPartitions)) {
-		err = fmt.Errorf("%w: %w", ErrWrite, perr)
-		return nil, err
-	}
+	// configdrive.Write refuses a disk without a partition table itself;
+	// the table is read once, after it.
 	if len(r.ConfigDrive) > 0 {
 		t2 := time.Now()
 		prog.SetPhase("configdrive", int64(len(r.ConfigDrive)))
@@ -172,10 +168,11 @@ func WriteImage(ctx context.Context, r Request) (_ *Outcome, err error) {
 		prog.Complete()
 		out.ConfigDrive = &cd
 		out.Timings["configdrive"] = time.Since(t2).Seconds()
-		if parts, err = imagewrite.ReadPartitions(dev); err != nil {
-			err = fmt.Errorf("%w: %w", ErrWrite, err)
-			return nil, err
-		}
+	}
+	parts, perr := imagewrite.ReadPartitions(dev)
+	if perr != nil && (r.RequirePartitions || !errors.Is(perr, imagewrite.ErrNoPartitions)) {
+		err = fmt.Errorf("%w: %w", ErrWrite, perr)
+		return nil, err
 	}
 	out.Partitions = parts
 	out.Timings["total"] = time.Since(t0).Seconds()
@@ -218,12 +215,6 @@ func openFirst(ctx context.Context, urls []string, o imagesource.Options, log *s
 		errs = append(errs, err)
 	}
 	return nil, "", fmt.Errorf("%w: %w", ErrDownload, errors.Join(errs...))
-}
-
-// SourceClient builds the HTTP client both the image and its checksum
-// file are fetched with, so they share proxies and trust.
-func SourceClient(o imagesource.Options) (*http.Client, error) {
-	return imagesource.NewHTTPClient(o)
 }
 
 func openRead(dev string) (*blockdev.Device, error) {

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dustin/go-humanize"
+
 	"github.com/ironlite/ironlite/agent/blockdev"
 	"github.com/ironlite/ironlite/agent/checksum"
 	"github.com/ironlite/ironlite/agent/configdrive"
@@ -108,7 +110,7 @@ func writeImageMain(args []string) error {
 	// mistyped disk name must fail, not fill devtmpfs (RAM) with an image.
 	create := true
 	if abs, _ := filepath.Abs(*device); strings.HasPrefix(abs, "/dev/") {
-		if !isBlockDevice(*device) {
+		if !blockdev.IsBlockDevice(*device) {
 			return fmt.Errorf("--device %s: no such block device", *device)
 		}
 		create = false
@@ -131,7 +133,7 @@ func writeImageMain(args []string) error {
 			return fmt.Errorf("--config-drive: %w", err)
 		}
 	}
-	req.EraseMetadata = *erase && isBlockDevice(*device)
+	req.EraseMetadata = *erase && blockdev.IsBlockDevice(*device)
 
 	tr := progress.New()
 	ctx = progress.With(ctx, tr)
@@ -179,15 +181,6 @@ func innerSuffix(f imagewrite.Format) string {
 		return ""
 	}
 	return " of " + string(f)
-}
-
-func isBlockDevice(p string) bool {
-	d, err := blockdev.Open(p, blockdev.Options{ReadOnly: true})
-	if err != nil {
-		return false
-	}
-	defer d.Close()
-	return d.IsBlockDevice()
 }
 
 // loadConfigDrive reads a config drive given as an ISO file, a file with
@@ -238,15 +231,4 @@ func showProgress(tr *progress.Tracker, stop <-chan struct{}) {
 	}
 }
 
-func human(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+func human(n int64) string { return humanize.IBytes(uint64(max(n, 0))) }

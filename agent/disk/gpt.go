@@ -89,6 +89,9 @@ var ErrBackupOnly = errors.New("the primary GPT is corrupt; refusing to rebuild 
 // moved anything; a disk without a GPT is left alone.
 func RelocateBackupGPT(d *blockdev.Device) (bool, error) {
 	lbs := int64(d.LogicalSectorSize())
+	if d.Size() < 2*lbs {
+		return false, nil // too small to hold a GPT (a tiny raw image in a file)
+	}
 	h := make([]byte, 92)
 	if _, err := d.ReadAt(h, lbs); err != nil {
 		return false, fmt.Errorf("read the partition table of %s: %w", d.Path(), err)

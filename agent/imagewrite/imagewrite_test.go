@@ -418,3 +418,30 @@ func TestCorruptImages(t *testing.T) {
 		})
 	}
 }
+
+// TestTinyImage: an image smaller than one sector (no room for any
+// partition table) is written as is, and reported as having no partitions.
+func TestTinyImage(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "tiny.raw")
+	if err := os.WriteFile(src, []byte("0123456789"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dev, err := blockdev.Open(filepath.Join(t.TempDir(), "out.img"), blockdev.Options{Create: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	if _, err := imagewrite.Write(context.Background(), openSource(t, src), dev, imagewrite.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := imagewrite.Finish(context.Background(), dev); err != nil {
+		t.Fatalf("Finish on a 10-byte disk: %v", err)
+	}
+	if _, err := imagewrite.ReadPartitions(dev); !errors.Is(err, imagewrite.ErrNoPartitions) {
+		t.Fatalf("ReadPartitions: %v, want ErrNoPartitions", err)
+	}
+	got, _ := os.ReadFile(dev.Path())
+	if string(got) != "0123456789" {
+		t.Fatalf("target holds %q", got)
+	}
+}

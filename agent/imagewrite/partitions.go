@@ -69,6 +69,9 @@ var ErrNoPartitions = errors.New("no partitions found on the device after writin
 // ReadPartitions reads the disk identifier and partition table of dev.
 func ReadPartitions(dev *blockdev.Device) (*PartitionInfo, error) {
 	lbs := dev.LogicalSectorSize()
+	if dev.Size() < int64(lbs) {
+		return &PartitionInfo{DiskIdentifier: "0x00000000"}, fmt.Errorf("%s: %w", dev.Path(), ErrNoPartitions)
+	}
 	mbr := make([]byte, lbs)
 	if _, err := dev.ReadAt(mbr, 0); err != nil {
 		return nil, fmt.Errorf("read partition table of %s: %w", dev.Path(), err)

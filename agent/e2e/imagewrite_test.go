@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/ironlite/ironlite/agent/protocol"
+	"github.com/ironlite/ironlite/internal/vmtest"
 )
 
 // imageConductor is a stand-in controller for the image test: lookup with
@@ -83,8 +84,7 @@ func TestQEMUWriteImageBiggerThanRAM(t *testing.T) {
 			t.Skipf("%s not installed", tool)
 		}
 	}
-	root := repoRoot(t)
-	kernel, initrd := ensureRamdisk(t, root)
+	kernel, initrd := ensureRamdisk(t)
 	dir := t.TempDir()
 	const virtual = 4 << 30
 
@@ -124,7 +124,7 @@ func TestQEMUWriteImageBiggerThanRAM(t *testing.T) {
 	ts := httptest.NewServer(c)
 	defer ts.Close()
 	ctlPort := ts.Listener.Addr().(*net.TCPAddr).Port
-	agentPort := freePort(t)
+	agentPort := vmtest.FreePort(t)
 	cmdline := "console=ttyS0 ipa-api-url=http://10.0.2.100 BOOTIF=01-" + strings.ReplaceAll(vmMAC, ":", "-") + " ipa-lookup-interval=0.5"
 	args := []string{
 		"-accel", "tcg", "-m", fmt.Sprint(memMB), "-smp", "2", "-nographic", "-no-reboot",
@@ -137,7 +137,7 @@ func TestQEMUWriteImageBiggerThanRAM(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	serial := &syncBuffer{}
+	serial := &vmtest.Buffer{}
 	qemu := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
 	qemu.Stdout, qemu.Stderr = serial, serial
 	if err := qemu.Start(); err != nil {
@@ -150,7 +150,7 @@ func TestQEMUWriteImageBiggerThanRAM(t *testing.T) {
 			_ = qemu.Process.Kill()
 		}
 		if t.Failed() {
-			t.Logf("serial log (tail):\n%s", lastLines(serial.String(), 60))
+			t.Logf("serial log (tail):\n%s", vmtest.Tail(serial.String(), 60))
 		}
 	}()
 	select {

@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/ironlite/ironlite/agent/protocol"
+	"github.com/ironlite/ironlite/internal/vmtest"
 )
 
 const (
@@ -46,43 +47,10 @@ const (
 	memMB    = 512
 )
 
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return filepath.Dir(strings.TrimSpace(string(out)))
-}
-
-// ensureRamdisk builds the ramdisk unless told to reuse it.
-func ensureRamdisk(t *testing.T, root string) (kernel, initrd string) {
-	t.Helper()
-	kernel = filepath.Join(root, "build/vmlinuz")
-	initrd = filepath.Join(root, "build/ironlite-agent.cpio.gz")
-	if os.Getenv("IRONLITE_E2E_SKIP_BUILD") == "" {
-		cmd := exec.Command("bash", filepath.Join(root, "initramfs/build.sh"))
-		cmd.Dir = root
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("initramfs build failed: %v\n%s", err, out)
-		}
-		t.Logf("ramdisk built:\n%s", lastLines(string(out), 10))
-	}
-	for _, f := range []string{kernel, initrd} {
-		if _, err := os.Stat(f); err != nil {
-			t.Fatalf("missing %s (run make initramfs): %v", f, err)
-		}
-	}
-	return kernel, initrd
-}
-
-func lastLines(s string, n int) string {
-	l := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(l) > n {
-		l = l[len(l)-n:]
-	}
-	return strings.Join(l, "\n")
+// ensureRamdisk builds the ramdisk unless IRONLITE_E2E_SKIP_BUILD says to
+// reuse build/.
+func ensureRamdisk(t *testing.T) (kernel, initrd string) {
+	return vmtest.Ramdisk(t, vmtest.RepoRoot(t), os.Getenv("IRONLITE_E2E_SKIP_BUILD") == "")
 }
 
 // conductor is the stand-in controller: version discovery, inspection
@@ -155,48 +123,19 @@ func (c *conductor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// syncBuffer collects qemu's serial output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestQEMUBootLookupHeartbeat(t *testing.T) {
 	for _, tool := range []string{"qemu-system-x86_64", "socat"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("%s not installed (apt-get install qemu-system-x86 socat)", tool)
 		}
 	}
-	root := repoRoot(t)
-	kernel, initrd := ensureRamdisk(t, root)
+	kernel, initrd := ensureRamdisk(t)
 
 	c := &conductor{hb: make(chan struct{}, 16)}
 	ts := httptest.NewServer(c)
 	defer ts.Close()
 	ctlPort := ts.Listener.Addr().(*net.TCPAddr).Port
-	agentPort := freePort(t)
+	agentPort := vmtest.FreePort(t)
 
 	dir := t.TempDir()
 	disk := filepath.Join(dir, "disk.img")
@@ -232,7 +171,7 @@ func TestQEMUBootLookupHeartbeat(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	serial := &syncBuffer{}
+	serial := &vmtest.Buffer{}
 	qemu := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
 	qemu.Stdout, qemu.Stderr = serial, serial
 	start := time.Now()
@@ -249,7 +188,7 @@ func TestQEMUBootLookupHeartbeat(t *testing.T) {
 			_ = os.WriteFile(filepath.Join(keep, "serial.log"), []byte(serial.String()), 0o644)
 		}
 		if t.Failed() {
-			t.Logf("serial log (tail):\n%s", lastLines(serial.String(), 80))
+			t.Logf("serial log (tail):\n%s", vmtest.Tail(serial.String(), 80))
 		}
 	}()
 

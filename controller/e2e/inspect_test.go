@@ -13,16 +13,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/ironlite/ironlite/internal/vmtest"
 )
 
 const (
@@ -32,34 +32,9 @@ const (
 	diskSize = 6 << 30 // local_gb = 6 - 1 (Ironic keeps 1 GiB for partitioning)
 )
 
-func repoRoot(t *testing.T) string {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return filepath.Dir(strings.TrimSpace(string(out)))
-}
-
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // serve starts bin/ironlite serve on a free loopback port and returns its
 // base URL.
-func serve(t *testing.T, root string, extra ...string) (string, *lockedBuf) {
+func serve(t *testing.T, root string, extra ...string) (string, *vmtest.Buffer) {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "ironlite")
 	if out, err := exec.Command("go", "build", "-o", bin, filepath.Join(root, "controller/cmd/ironlite")).CombinedOutput(); err != nil {
@@ -67,7 +42,7 @@ func serve(t *testing.T, root string, extra ...string) (string, *lockedBuf) {
 	}
 	args := append([]string{"serve", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--log-level", "debug"}, extra...)
 	cmd := exec.Command(bin, args...)
-	logs := &lockedBuf{}
+	logs := &vmtest.Buffer{}
 	pr, pw := io.Pipe()
 	cmd.Stderr = pw
 	if err := cmd.Start(); err != nil {
@@ -78,7 +53,7 @@ func serve(t *testing.T, root string, extra ...string) (string, *lockedBuf) {
 		cmd.Wait()
 		pw.Close()
 		if t.Failed() {
-			t.Logf("controller log:\n%s", tail(logs.String(), 60))
+			t.Logf("controller log:\n%s", vmtest.Tail(logs.String(), 60))
 		}
 	})
 	urlc := make(chan string, 1)
@@ -126,14 +101,6 @@ func api(t *testing.T, method, url string, body any) (int, map[string]any) {
 	return res.StatusCode, m
 }
 
-func tail(s string, n int) string {
-	lines := strings.Split(s, "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
 // TestInspectionWithRealController: a fake-hardware node (no BMC: the
 // machine is booted by hand, as an operator would with the ramdisk on a
 // USB stick) with the VM's MAC as its port is inspected by our agent; it
@@ -145,13 +112,8 @@ func TestInspectionWithRealController(t *testing.T) {
 			t.Fatalf("%s not installed (make deps)", tool)
 		}
 	}
-	root := repoRoot(t)
-	kernel, initrd := filepath.Join(root, "build/vmlinuz"), filepath.Join(root, "build/ironlite-agent.cpio.gz")
-	for _, f := range []string{kernel, initrd} {
-		if _, err := os.Stat(f); err != nil {
-			t.Fatalf("%s missing: run make initramfs first", f)
-		}
-	}
+	root := vmtest.RepoRoot(t)
+	kernel, initrd := vmtest.Ramdisk(t, root, false)
 	base, logs := serve(t, root, "--fast-track")
 	ctlPort := strings.TrimPrefix(base, "http://127.0.0.1:")
 
@@ -191,7 +153,7 @@ func TestInspectionWithRealController(t *testing.T) {
 	}
 	f.Truncate(diskSize)
 	f.Close()
-	agentPort := freePort(t)
+	agentPort := vmtest.FreePort(t)
 	// slirp with restrict=on: the guest reaches nothing but the controller,
 	// forwarded from 10.0.2.100:80 to the controller's loopback port.
 	cmdline := "console=ttyS0 ipa-api-url=http://10.0.2.100 ipa-inspection-callback-url=http://10.0.2.100/v1/continue_inspection " +
@@ -207,7 +169,7 @@ func TestInspectionWithRealController(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	serial := &lockedBuf{}
+	serial := &vmtest.Buffer{}
 	qemu := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
 	qemu.Stdout, qemu.Stderr = serial, serial
 	start := time.Now()
@@ -218,7 +180,7 @@ func TestInspectionWithRealController(t *testing.T) {
 		qemu.Process.Kill()
 		qemu.Wait()
 		if t.Failed() {
-			t.Logf("serial log:\n%s", tail(serial.String(), 80))
+			t.Logf("serial log:\n%s", vmtest.Tail(serial.String(), 80))
 		}
 	}()
 
@@ -267,13 +229,4 @@ func TestInspectionWithRealController(t *testing.T) {
 	if !strings.Contains(serial.String(), "Linux version") {
 		t.Errorf("serial log shows no kernel boot")
 	}
-}
-
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }

@@ -204,13 +204,12 @@ func before(ctx context.Context, o Options) error {
 	return o.BeforeWrite(ctx)
 }
 
-// Finish makes a freshly written (and verified) disk consistent: data
-// flushed past every cache, the GPT's backup header moved to the disk's real end (a whole-disk
-// image is usually smaller than the disk), partitions re-read.
+// Finish makes a disk written by Write (and verified) consistent: the
+// GPT's backup header moved to the disk's real end (a whole-disk image is
+// usually smaller than the disk), everything flushed past every cache,
+// partitions re-read. Write has flushed the image already, and FixGPT
+// reads through the same file, so one flush at the end suffices.
 func Finish(ctx context.Context, dev *blockdev.Device) error {
-	if err := dev.Flush(); err != nil {
-		return err
-	}
 	if err := FixGPT(dev); err != nil {
 		return err
 	}

@@ -56,6 +56,9 @@ type Config struct {
 	HeartbeatErrorRetry time.Duration
 	// MinForcedInterval is the minimum gap between forced heartbeats (IPA: 5 s).
 	MinForcedInterval time.Duration
+	// ProgressInterval is the heartbeat period while a command with
+	// progress runs and the controller asked for progress (default 5 s).
+	ProgressInterval time.Duration
 	// OnLookup receives the node and config once lookup succeeds (IPA's
 	// hardware.cache_node): the image commands read root device hints
 	// from it.
@@ -89,6 +92,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if a.cfg.HeartbeatErrorRetry == 0 {
 		a.cfg.HeartbeatErrorRetry = 10 * time.Second
+	}
+	if a.cfg.ProgressInterval == 0 {
+		a.cfg.ProgressInterval = 5 * time.Second
 	}
 	if a.cfg.MinForcedInterval == 0 {
 		a.cfg.MinForcedInterval = 5 * time.Second
@@ -422,12 +428,21 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 	next := time.Now()
 	for {
 		if wait := time.Until(next); wait > 0 {
+			polling := a.node.Config.ReportProgress && wait > a.cfg.ProgressInterval
+			if polling {
+				// Look every ProgressInterval for a command that started
+				// since: its progress should not wait for the regular beat.
+				wait = a.cfg.ProgressInterval
+			}
 			t := time.NewTimer(wait)
 			select {
 			case <-ctx.Done():
 				t.Stop()
 				return
 			case <-t.C:
+				if polling && a.api.Progress() == nil {
+					continue
+				}
 			case <-a.force:
 				t.Stop()
 				if gap := time.Since(last); gap < a.cfg.MinForcedInterval {
@@ -439,12 +454,18 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		hb.Progress = nil
 		if a.node.Config.ReportProgress {
 			hb.Progress = a.api.Progress()
 		}
 		err := a.client.Heartbeat(ctx, uuid, hb)
 		last = time.Now()
 		interval := time.Duration(float64(timeout) * (0.3 + 0.3*rand.Float64()) * float64(time.Second))
+		if hb.Progress != nil {
+			// A controller that shows progress hears from us every
+			// ProgressInterval while a long command runs.
+			interval = min(interval, a.cfg.ProgressInterval)
+		}
 		switch {
 		case err == nil:
 			a.log.Info("heartbeat sent", "node", uuid, "callback_url", hb.CallbackURL, "next_in", interval.Round(time.Second))

@@ -56,6 +56,7 @@ func (s *Server) lookup(c echo.Context) error {
 			AgentTokenRequired:          true,
 			PermittedImageFormats:       []string{"raw", "qcow2", "iso"},
 			EnableBiosBootloaderInstall: true,
+			ReportProgress:              true,
 		},
 	}
 	return c.JSON(http.StatusOK, resp)

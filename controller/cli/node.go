@@ -565,24 +565,42 @@ func readConfigDrive(v string) (any, error) {
 }
 
 // waitProvision polls the node until it reaches done (or, with done "",
-// any stable or failed state), failing on a failure state.
+// any stable or failed state), failing on a failure state. Each state
+// change is printed with the time since the command started; while the
+// agent reports progress (ironlite_progress) it is shown as a bar, redrawn
+// in place on a terminal and printed every 10% otherwise; at the end the
+// per-phase timings of a deploy or cleaning are printed.
 func (a *app) waitProvision(w io.Writer, ident, done string, timeout time.Duration) error {
 	start := time.Now()
-	last := ""
+	last, lastStep := "", ""
+	bar := &progressBar{w: w, tty: isTerminal(w)}
 	for {
 		var n map[string]any
-		if err := a.client.Do("GET", nodePath(ident)+"?fields=uuid,provision_state,target_provision_state,last_error", nil, &n); err != nil {
+		if err := a.client.Do("GET", nodePath(ident)+"?fields=uuid,provision_state,target_provision_state,last_error,driver_internal_info,deploy_step,clean_step", nil, &n); err != nil {
+			bar.end()
 			return err
 		}
 		st, _ := n["provision_state"].(string)
 		target, _ := n["target_provision_state"].(string)
-		if st != last {
-			fmt.Fprintf(w, "%s: %s (%.1fs)\n", ident, st, time.Since(start).Seconds())
-			last = st
+		dii, _ := n["driver_internal_info"].(map[string]any)
+		step := currentStep(n)
+		if st != last || step != lastStep {
+			bar.end()
+			line := fmt.Sprintf("%s: %s", ident, st)
+			if step != "" {
+				line += " [" + step + "]"
+			}
+			fmt.Fprintf(w, "%s (%.1fs)\n", line, time.Since(start).Seconds())
+			last, lastStep = st, step
+		}
+		if p, ok := dii["ironlite_progress"].(map[string]any); ok && target != "" {
+			bar.show(p)
 		}
 		if target == "" {
+			bar.end()
 			switch {
 			case done == "" || st == done:
+				printTimings(w, ident, dii)
 				return nil
 			case strings.HasSuffix(st, "failed") || st == "error" || st == "enroll":
 				msg, _ := n["last_error"].(string)
@@ -594,9 +612,45 @@ func (a *app) waitProvision(w io.Writer, ident, done string, timeout time.Durati
 			return fmt.Errorf("node %s failed: %s", ident, msg)
 		}
 		if timeout > 0 && time.Since(start) > timeout {
+			bar.end()
 			return fmt.Errorf("timed out after %s waiting for node %s to reach %q (now %q)", timeout, ident, done, st)
 		}
 		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// currentStep names the running deploy or clean step ("deploy.write_image").
+func currentStep(n map[string]any) string {
+	for _, k := range []string{"deploy_step", "clean_step"} {
+		if s, ok := n[k].(map[string]any); ok {
+			if name, _ := s["step"].(string); name != "" {
+				iface, _ := s["interface"].(string)
+				return iface + "." + name
+			}
+		}
+	}
+	return ""
+}
+
+// printTimings prints the phase timings ironlite records for the last
+// deploy or cleaning (driver_internal_info ironlite_deploy/ironlite_clean)
+// when that flow just finished.
+func printTimings(w io.Writer, ident string, dii map[string]any) {
+	for _, k := range []string{"ironlite_deploy", "ironlite_clean"} {
+		f, ok := dii[k].(map[string]any)
+		if !ok || f["phase"] != "done" {
+			continue
+		}
+		t, _ := f["timings"].(map[string]any)
+		var parts []string
+		for _, phase := range []string{"boot", "clean", "write", "reboot", "total"} {
+			if v, ok := t[phase].(float64); ok {
+				parts = append(parts, fmt.Sprintf("%s %.1fs", phase, v))
+			}
+		}
+		if len(parts) > 0 {
+			fmt.Fprintf(w, "%s: %s timings: %s\n", ident, strings.TrimPrefix(k, "ironlite_"), strings.Join(parts, ", "))
+		}
 	}
 }
 

@@ -158,18 +158,73 @@ func (c *Conductor) Heartbeat(ctx context.Context, ident string, hb protocol.Hea
 		c.release(locked)
 		return err
 	}
-	c.spawn(locked, "heartbeat", func(ctx context.Context, n *model.Node) {
-		ifs, err := c.reg.Interfaces(n)
-		if err != nil {
-			return
+	if hb.Progress != nil {
+		var p map[string]any
+		if raw, err := json.Marshal(hb.Progress); err == nil && json.Unmarshal(raw, &p) == nil {
+			p["updated_at"] = store.Now().Format(time.RFC3339Nano)
+			dii["ironlite_progress"] = p
 		}
-		if h, ok := ifs.Deploy.(drivers.HeartbeatHandler); ok {
-			if err := h.Heartbeat(ctx, n); err != nil {
-				c.log.Warn("heartbeat handler failed", "node", n.UUID, "err", err)
-			}
-		}
-	})
+	}
+	c.spawn(locked, "heartbeat", func(ctx context.Context, n *model.Node) { c.advance(ctx, n) })
 	return nil
+}
+
+// advance lets the deploy interface move a waiting deploy or cleaning on
+// after a heartbeat, and applies the outcome to the state machine.
+func (c *Conductor) advance(ctx context.Context, n *model.Node) {
+	state := n.ProvisionState
+	if state != statemachine.DeployWait && state != statemachine.CleanWait {
+		return
+	}
+	ifs, err := c.reg.Interfaces(n)
+	if err != nil {
+		return
+	}
+	h, ok := ifs.Deploy.(drivers.HeartbeatHandler)
+	if !ok {
+		return
+	}
+	st, err := h.Heartbeat(ctx, n)
+	manual := state == statemachine.CleanWait && n.TargetProvisionState == statemachine.Manageable
+	switch {
+	case err != nil && state == statemachine.DeployWait:
+		c.mustFire(n, statemachine.EvFail, "")
+		n.LastError = err.Error()
+		n.DeployStep = model.JSONObject{}
+		c.undo(ctx, n, ifs)
+	case err != nil:
+		c.cleanFailed(n, err.Error(), manual)
+		c.undo(ctx, n, ifs)
+	case st == drivers.Done && state == statemachine.DeployWait:
+		c.mustFire(n, statemachine.EvResume, "")
+		n.DeployStep = model.JSONObject{}
+		c.mustFire(n, statemachine.EvDone, "")
+	case st == drivers.Done:
+		target := ""
+		if manual {
+			target = statemachine.Manageable
+		}
+		c.mustFire(n, statemachine.EvResume, target)
+		n.CleanStep = model.JSONObject{}
+		if manual {
+			c.mustFire(n, statemachine.EvManage, "")
+		} else {
+			c.mustFire(n, statemachine.EvDone, "")
+		}
+	}
+	if err != nil {
+		c.log.Warn("flow failed", "node", n.UUID, "state", state, "now", n.ProvisionState, "err", err)
+	}
+}
+
+// undo lets the deploy interface power off and clean up after a failed,
+// aborted or timed-out deploy or cleaning.
+func (c *Conductor) undo(ctx context.Context, n *model.Node, ifs *drivers.Set) {
+	if a, ok := ifs.Deploy.(drivers.Aborter); ok {
+		if err := a.Abort(ctx, n); err != nil {
+			c.log.Warn("clean up after failure", "node", n.UUID, "err", err)
+		}
+	}
 }
 
 func constantTimeEqual(a, b string) bool {

@@ -126,6 +126,9 @@ func (c *Conductor) timeoutNode(ctx context.Context, n *model.Node, state, msg s
 		c.mustFire(locked, statemachine.EvFail, "")
 		locked.LastError = msg
 	}
+	if ifs, err := c.reg.Interfaces(locked); err == nil && (state == statemachine.DeployWait || state == statemachine.CleanWait) {
+		c.undo(ctx, locked, ifs)
+	}
 	delete(locked.DriverInternalInfo, "agent_secret_token")
 	c.log.Warn("wait timed out", "node", locked.UUID, "state", state, "now", locked.ProvisionState)
 	c.save(locked)

@@ -79,7 +79,9 @@ func (c *Conductor) Provision(ctx context.Context, ident string, req ProvisionRe
 		}
 	}()
 	start := func(what string, task func(ctx context.Context, n *model.Node)) error {
-		n.LastError = ""
+		if what != "abort" {
+			n.LastError = ""
+		}
 		if err := c.store.UpdateNode(ctx, n); err != nil {
 			return err
 		}
@@ -99,6 +101,11 @@ func (c *Conductor) Provision(ctx context.Context, ident string, req ProvisionRe
 		return start("verify", func(ctx context.Context, n *model.Node) { c.doVerify(ctx, n, ifs) })
 
 	case statemachine.EvProvide:
+		if c.automatedClean(n) {
+			if err := c.checkNetbootPorts(ctx, n, ifs); err != nil {
+				return errorf(Invalid, "Cannot clean node %s: %s", n.UUID, err)
+			}
+		}
 		c.mustFire(n, statemachine.EvProvide, "")
 		return start("clean", func(ctx context.Context, n *model.Node) { c.doClean(ctx, n, ifs, nil, "") })
 
@@ -125,6 +132,9 @@ func (c *Conductor) Provision(ctx context.Context, ident string, req ProvisionRe
 		if err := validateDeploy(n, ifs); err != nil {
 			return err
 		}
+		if err := c.checkNetbootPorts(ctx, n, ifs); err != nil {
+			return errorf(Invalid, "Failed to validate deploy or power info for node %s. Error: %s", n.UUID, err)
+		}
 		if req.ConfigDrive != nil {
 			if n.InstanceInfo == nil {
 				n.InstanceInfo = model.JSONObject{}
@@ -146,6 +156,16 @@ func (c *Conductor) Provision(ctx context.Context, ident string, req ProvisionRe
 		was := n.ProvisionState
 		c.mustFire(n, statemachine.EvAbort, target)
 		n.LastError = fmt.Sprintf("Operation aborted by the operator in state %q.", was)
+		if was == statemachine.DeployWait {
+			n.DeployStep = model.JSONObject{}
+		} else if was == statemachine.CleanWait {
+			n.CleanStep = model.JSONObject{}
+		}
+		if _, ok := ifs.Deploy.(drivers.Aborter); ok && (was == statemachine.DeployWait || was == statemachine.CleanWait) {
+			// Power off and stop serving the agent in a worker; the
+			// failed state is committed first.
+			return start("abort", func(ctx context.Context, n *model.Node) { c.undo(ctx, n, ifs) })
+		}
 		return c.store.UpdateNode(ctx, n)
 
 	case statemachine.EvAdopt:
@@ -242,6 +262,11 @@ func validateDeploy(n *model.Node, ifs *drivers.Set) error {
 	if err := ifs.Deploy.Validate(n); err != nil {
 		return fail(err)
 	}
+	if v, ok := ifs.Deploy.(drivers.InstanceValidator); ok {
+		if err := v.ValidateInstance(n); err != nil {
+			return fail(err)
+		}
+	}
 	if ifs.Boot != nil {
 		if err := ifs.Boot.Validate(n); err != nil {
 			return fail(err)
@@ -314,6 +339,7 @@ func (c *Conductor) doClean(ctx context.Context, n *model.Node, ifs *drivers.Set
 	}()
 	if err != nil {
 		c.cleanFailed(n, fmt.Sprintf("Failed to clean node %s: %s", n.UUID, err), manual)
+		c.undo(ctx, n, ifs)
 	}
 }
 
@@ -356,6 +382,8 @@ func (c *Conductor) doDeploy(ctx context.Context, n *model.Node, ifs *drivers.Se
 	if err != nil {
 		n.LastError = fmt.Sprintf("Deploy failed for node %s: %s", n.UUID, err)
 		c.mustFire(n, statemachine.EvFail, "")
+		n.DeployStep = model.JSONObject{}
+		c.undo(ctx, n, ifs)
 		return
 	}
 	if st == drivers.Wait {

@@ -2,6 +2,7 @@ package drivers
 
 import (
 	"context"
+	"errors"
 
 	"github.com/ironlite/ironlite/controller/model"
 )
@@ -59,7 +60,48 @@ type RAID interface {
 
 // HeartbeatHandler is implemented by deploy interfaces that advance their
 // flow when the agent heartbeats (the direct deploy: wait call-back and
-// clean wait). The node is locked and saved around the call.
+// clean wait). The node is locked and saved around the call. Wait means
+// the flow goes on at a later heartbeat; Done means the deploy or the
+// cleaning finished and the conductor moves the node on (active,
+// available, manageable); an error fails it, with the error as last_error.
 type HeartbeatHandler interface {
-	Heartbeat(ctx context.Context, n *model.Node) error
+	Heartbeat(ctx context.Context, n *model.Node) (StepState, error)
 }
+
+// InstanceValidator is implemented by deploy interfaces that check a
+// node's instance_info before a deploy (image source, checksum, config
+// drive, root device hints). Validate alone stays instance-independent,
+// because cleaning validates the deploy interface too.
+type InstanceValidator interface {
+	ValidateInstance(n *model.Node) error
+}
+
+// Aborter is implemented by deploy interfaces that must undo something
+// when a deploy or cleaning is aborted by an operator, fails or times out
+// (power the machine off, stop serving it the agent). The node is locked
+// and saved around the call; the state has already moved to the failed
+// state.
+type Aborter interface {
+	Abort(ctx context.Context, n *model.Node) error
+}
+
+// Netbooter is implemented by boot interfaces that serve a node network
+// boot scripts and files over HTTP (ipxe).
+type Netbooter interface {
+	// Script returns the iPXE script for the node booting from the NIC
+	// with this MAC, or ErrNoBootConfig when the node should not network
+	// boot now.
+	Script(n *model.Node, mac string) (string, error)
+}
+
+// FileServer is implemented by interfaces that serve files to a node over
+// the controller's boot HTTP server, under /boot/nodes/<uuid>/<name>: the
+// boot interface its deploy kernel and ramdisk, the deploy interface a
+// local instance image. ok is false for a name it does not serve (or not
+// in the node's current state).
+type FileServer interface {
+	ServeFile(n *model.Node, name string) (path string, ok bool)
+}
+
+// ErrNoBootConfig says a node has no network boot configuration now.
+var ErrNoBootConfig = errors.New("no network boot configuration for this node")

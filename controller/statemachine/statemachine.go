@@ -185,6 +185,10 @@ var transitions = []Transition{
 	{Adopting, EvFail, AdoptFail},
 	{AdoptFail, EvAdopt, Adopting},
 	{AdoptFail, EvManage, Manageable},
+	// ironlite extension, after the 21.4 table: Ironic 2026.1 (API 1.110)
+	// added abort in wait call-back; ironlite allows it at any abort
+	// microversion.
+	{DeployWait, EvAbort, DeployFail},
 }
 
 // stateInfo describes one state: its FSM target ("" for stable states).

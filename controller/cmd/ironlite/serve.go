@@ -22,6 +22,7 @@ import (
 	"github.com/ironlite/ironlite/controller/conductor"
 	"github.com/ironlite/ironlite/controller/drivers"
 	"github.com/ironlite/ironlite/controller/drivers/fake"
+	"github.com/ironlite/ironlite/controller/pxe"
 	"github.com/ironlite/ironlite/controller/store"
 )
 
@@ -35,6 +36,7 @@ type serveOptions struct {
 	forcePowerSync, fastTrack                                       bool
 	lockRetries                                                     int
 	lockRetryInterval                                               time.Duration
+	netboot                                                         netbootOptions
 }
 
 // defaultDataDir is per user: $XDG_DATA_HOME/ironlite or
@@ -94,6 +96,7 @@ default; put it behind a reverse proxy or a firewall before exposing it.`,
 	f.BoolVar(&o.fastTrack, "fast-track", false, "let a running agent look up and heartbeat in enroll/manageable/available (skips a reboot after inspection)")
 	f.IntVar(&o.lockRetries, "node-locked-retry-attempts", 3, "attempts to lock a busy node before answering 409")
 	f.DurationVar(&o.lockRetryInterval, "node-locked-retry-interval", time.Second, "pause between those attempts")
+	o.netboot.flags(f)
 	return cmd
 }
 
@@ -166,9 +169,22 @@ func serve(ctx context.Context, o *serveOptions) error {
 	}
 	defer st.Close()
 
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w (is another controller running? choose another --listen)", o.listen, err)
+	}
+	defer ln.Close()
+	bootURL, err := o.netboot.resolveBootURL(ln.Addr().String())
+	if err != nil {
+		return err
+	}
+	hw, err := o.netboot.hardware(bootURL)
+	if err != nil {
+		return err
+	}
 	reg := drivers.NewRegistry()
 	fake.Register(reg)
-	defer registerHardware(reg, log)()
+	defer registerHardware(reg, hw, log)()
 
 	ac, force := o.automatedClean, o.forcePowerSync
 	syncInterval := o.syncPowerInterval
@@ -190,16 +206,28 @@ func serve(ctx context.Context, o *serveOptions) error {
 	cond.Start()
 	defer cond.Stop()
 
-	ln, err := net.Listen("tcp", o.listen)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w (is another controller running? choose another --listen)", o.listen, err)
+	mux := http.NewServeMux()
+	mux.Handle("/", api.New(cond, api.Config{PublicURL: o.publicURL}, log))
+	if bootURL != "" {
+		boot, err := pxe.NewHTTPHandler(bootURL, bootResolver{cond}, log)
+		if err != nil {
+			return fmt.Errorf("--boot-url: %w", err)
+		}
+		for _, route := range pxe.Routes() {
+			mux.Handle(route, boot)
+		}
+	} else {
+		log.Warn("network boot is off: --listen is a wildcard address; set --boot-url to the address machines reach this controller at")
+	}
+	if err := o.netboot.startTFTP(ctx, o.dataDir, log); err != nil {
+		return err
 	}
 	srv := &http.Server{
-		Handler:           api.New(cond, api.Config{PublicURL: o.publicURL}, log),
+		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	log.Info("ironlite controller listening", "url", "http://"+ln.Addr().String(), "data_dir", o.dataDir,
-		"host", cond.Host(), "drivers", driverNames(reg))
+		"host", cond.Host(), "drivers", driverNames(reg), "boot_url", bootURL)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

@@ -1,0 +1,242 @@
+package agent
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path"
+	"slices"
+	"strings"
+
+	"github.com/ironlite/ironlite/controller/model"
+)
+
+// imageKey in driver_internal_info holds what the deploy resolved about the
+// instance image: for a file:// source the local path, its size and the
+// sha256 computed by the controller.
+const imageKey = "ironlite_image"
+
+// strongAlgos are the os_hash_algo values the agent verifies. md5 and
+// sha1 are refused by the ramdisk (collisions are practical), so they are
+// refused here already, before the machine is booted for nothing.
+var strongAlgos = []string{"sha256", "sha384", "sha512", "sha224"}
+
+// rootDeviceHints are Ironic's root device hint names.
+var rootDeviceHints = []string{"size", "model", "vendor", "serial", "wwn", "wwn_with_extension",
+	"wwn_vendor_extension", "name", "hctl", "by_path", "rotational"}
+
+// ValidateInstance checks the node's instance_info for a direct deploy of
+// a whole-disk image.
+func (d *Direct) ValidateInstance(n *model.Node) error {
+	ii := n.InstanceInfo
+	src := model.Str(ii, "image_source")
+	if src == "" {
+		return fmt.Errorf("instance_info image_source is required: the http(s):// URL or file:// path of a whole-disk image (raw or qcow2), e.g. openstack baremetal node set %s --instance-info image_source=http://server/image.qcow2 --instance-info image_os_hash_algo=sha256 --instance-info image_os_hash_value=<hex>", nodeRef(n))
+	}
+	u, err := url.Parse(src)
+	if err != nil {
+		return fmt.Errorf("instance_info image_source %q is not a URL: %v", src, err)
+	}
+	switch u.Scheme {
+	case "http", "https":
+		if u.Host == "" {
+			return fmt.Errorf("instance_info image_source %q has no host", src)
+		}
+		if err := checksumGiven(ii); err != nil {
+			return err
+		}
+	case "file":
+		if _, err := localImage(u); err != nil {
+			return err
+		}
+		if _, ok := ii["image_os_hash_algo"]; ok {
+			if err := checksumGiven(ii); err != nil {
+				return err
+			}
+		}
+	case "":
+		return fmt.Errorf("instance_info image_source %q: ironlite has no Glance image service; use an http(s):// URL or a file:// path", src)
+	default:
+		return fmt.Errorf("instance_info image_source %q: unsupported scheme %q (use http, https or file)", src, u.Scheme)
+	}
+	switch f := model.Str(ii, "image_disk_format"); f {
+	case "", "raw", "qcow2":
+	default:
+		return fmt.Errorf("instance_info image_disk_format %q is not supported: the agent writes raw (optionally gzip/xz/zstd compressed) and qcow2 whole-disk images", f)
+	}
+	if t := model.Str(ii, "image_type"); t != "" && t != "whole-disk" {
+		return fmt.Errorf("instance_info image_type %q is not supported: ironlite deploys whole-disk images only", t)
+	}
+	for _, src := range []model.JSONObject{ii, n.Properties} {
+		if rd, ok := src["root_device"]; ok {
+			if err := checkRootDevice(rd); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func nodeRef(n *model.Node) string {
+	if n.Name != "" {
+		return n.Name
+	}
+	return n.UUID
+}
+
+func checksumGiven(ii model.JSONObject) error {
+	algo, value := model.Str(ii, "image_os_hash_algo"), model.Str(ii, "image_os_hash_value")
+	switch {
+	case algo != "" || value != "":
+		if algo == "" || value == "" {
+			return fmt.Errorf("instance_info image_os_hash_algo and image_os_hash_value must be given together")
+		}
+		if !slices.Contains(strongAlgos, strings.ToLower(algo)) {
+			return fmt.Errorf("instance_info image_os_hash_algo %q is not accepted: use one of %s (md5 and sha1 are refused by the agent)", algo, strings.Join(strongAlgos, ", "))
+		}
+		if _, err := hex.DecodeString(value); err != nil {
+			return fmt.Errorf("instance_info image_os_hash_value is not a hex digest")
+		}
+		return nil
+	case model.Str(ii, "image_checksum") != "":
+		c := model.Str(ii, "image_checksum")
+		if strings.Contains(c, "://") || strings.Contains(c, ":") {
+			return nil // a checksum file URL or "algo:hex"
+		}
+		if len(c) == 32 || len(c) == 40 {
+			return fmt.Errorf("instance_info image_checksum looks like an md5/sha1 digest, which the agent refuses: give image_os_hash_algo=sha256 and image_os_hash_value, or image_checksum as a URL of a SHA256SUMS file")
+		}
+		return nil
+	}
+	return fmt.Errorf("an image checksum is required for an http(s) image_source: set instance_info image_os_hash_algo (e.g. sha256) and image_os_hash_value, or image_checksum (a URL of a checksum file, or algo:hex)")
+}
+
+func checkRootDevice(rd any) error {
+	m, ok := rd.(map[string]any)
+	if !ok {
+		return fmt.Errorf("root_device must be a JSON object of root device hints (e.g. {\"name\": \"/dev/vda\"}), not %T", rd)
+	}
+	for k := range m {
+		if !slices.Contains(rootDeviceHints, k) {
+			return fmt.Errorf("root_device: unknown hint %q (valid: %s)", k, strings.Join(rootDeviceHints, ", "))
+		}
+	}
+	return nil
+}
+
+// localImage returns the path of a file:// image after checking it is a
+// readable regular file.
+func localImage(u *url.URL) (string, error) {
+	p := u.Path
+	if u.Host != "" && u.Host != "localhost" {
+		return "", fmt.Errorf("instance_info image_source file://%s%s: a file URL must name a path on the controller (file:///path)", u.Host, u.Path)
+	}
+	if !path.IsAbs(p) {
+		return "", fmt.Errorf("instance_info image_source %q: the path must be absolute (file:///path)", u.String())
+	}
+	st, err := os.Stat(p)
+	if err != nil {
+		return "", fmt.Errorf("instance_info image_source: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return "", fmt.Errorf("instance_info image_source: %s is not a regular file", p)
+	}
+	return p, nil
+}
+
+// resolveImage records what the agent will be sent. A file:// image is
+// served by the controller at <BootURL>/boot/nodes/<uuid>/image/<name>; its
+// sha256 is computed here unless instance_info gives one.
+func (d *Direct) resolveImage(n *model.Node) error {
+	src := model.Str(n.InstanceInfo, "image_source")
+	u, err := url.Parse(src)
+	if err != nil {
+		return err
+	}
+	dii := internal(n)
+	delete(dii, imageKey)
+	if u.Scheme != "file" {
+		n.InstanceInfo["image_url"] = src
+		return nil
+	}
+	p, err := localImage(u)
+	if err != nil {
+		return err
+	}
+	info := map[string]any{"path": p}
+	if model.Str(n.InstanceInfo, "image_os_hash_value") == "" {
+		f, err := os.Open(p)
+		if err != nil {
+			return fmt.Errorf("read image %s: %w", p, err)
+		}
+		defer f.Close()
+		h := sha256.New()
+		size, err := io.Copy(h, f)
+		if err != nil {
+			return fmt.Errorf("checksum image %s: %w", p, err)
+		}
+		info["os_hash_algo"], info["os_hash_value"], info["size"] = "sha256", hex.EncodeToString(h.Sum(nil)), size
+	}
+	dii[imageKey] = info
+	n.InstanceInfo["image_url"] = fmt.Sprintf("%s/boot/nodes/%s/image/%s", d.cfg.BootURL, n.UUID, url.PathEscape(path.Base(p)))
+	return nil
+}
+
+// imageInfo builds IPA's image_info (reference §3.9) for a whole-disk image.
+func imageInfo(n *model.Node) map[string]any {
+	ii := n.InstanceInfo
+	src := model.Str(ii, "image_source")
+	info := map[string]any{
+		"id":                path.Base(strings.TrimRight(src, "/")),
+		"urls":              []string{model.Str(ii, "image_url")},
+		"disk_format":       nilIfEmpty(model.Str(ii, "image_disk_format")),
+		"container_format":  nilIfEmpty(model.Str(ii, "image_container_format")),
+		"stream_raw_images": true,
+		"node_uuid":         n.UUID,
+	}
+	if algo := model.Str(ii, "image_os_hash_algo"); algo != "" {
+		info["os_hash_algo"], info["os_hash_value"] = strings.ToLower(algo), model.Str(ii, "image_os_hash_value")
+	} else if c := model.Str(ii, "image_checksum"); c != "" {
+		info["checksum"] = c
+	} else if local, ok := n.DriverInternalInfo[imageKey].(map[string]any); ok {
+		info["os_hash_algo"], info["os_hash_value"] = local["os_hash_algo"], local["os_hash_value"]
+	}
+	proxies := map[string]any{}
+	for k, key := range map[string]string{"http": "image_http_proxy", "https": "image_https_proxy"} {
+		if v := model.Str(n.DriverInfo, key); v != "" {
+			proxies[k] = v
+		}
+	}
+	if len(proxies) > 0 {
+		info["proxies"] = proxies
+		if v := model.Str(n.DriverInfo, "image_no_proxy"); v != "" {
+			info["no_proxy"] = v
+		}
+	}
+	return info
+}
+
+func nilIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// ServeFile serves a file:// instance image to the node while it is being
+// deployed (and only then: instance images may be private).
+func (d *Direct) ServeFile(n *model.Node, name string) (string, bool) {
+	rest, ok := strings.CutPrefix(name, "image/")
+	if !ok || !deploying(n) {
+		return "", false
+	}
+	local, _ := n.DriverInternalInfo[imageKey].(map[string]any)
+	p, _ := local["path"].(string)
+	if p == "" || url.PathEscape(path.Base(p)) != url.PathEscape(rest) {
+		return "", false
+	}
+	return p, true
+}

@@ -28,6 +28,10 @@ type netbootOptions struct {
 	tftpListen, tftpRoot, ipxeDir                      string
 	cleanPriority                                      []string
 	agentCommandTimeout, powerOffInterval              time.Duration
+	dhcp, dhcpInterface, dhcpServerIP, dhcpRange       string
+	dhcpNetmask, dhcpRouter                            string
+	dhcpDNS                                            []string
+	dhcpLease                                          time.Duration
 }
 
 func (o *netbootOptions) flags(f *pflag.FlagSet) {
@@ -40,6 +44,14 @@ func (o *netbootOptions) flags(f *pflag.FlagSet) {
 	f.StringVar(&o.ipxeDir, "ipxe-dir", "/usr/lib/ipxe", "where undionly.kpxe, ipxe.efi and snponly.efi come from (Debian package ipxe)")
 	f.StringSliceVar(&o.cleanPriority, "clean-step-priority-override", []string{"deploy.erase_devices:0"}, "interface.step:priority for automated cleaning; the default erases disk metadata only, deploy.erase_devices:10 erases whole disks")
 	f.DurationVar(&o.agentCommandTimeout, "agent-command-timeout", 60*time.Second, "timeout of one command sent to an agent")
+	f.StringVar(&o.dhcp, "dhcp", "off", "built-in DHCP server: off (use your own, see README for the dnsmasq lines), proxy (beside an existing DHCP server: boot information only) or full (hands out --dhcp-range)")
+	f.StringVar(&o.dhcpInterface, "dhcp-interface", "", "interface the DHCP server answers on (required with --dhcp)")
+	f.StringVar(&o.dhcpServerIP, "dhcp-server-ip", "", "this controller's address on --dhcp-interface (default: the interface's first IPv4 address)")
+	f.StringVar(&o.dhcpRange, "dhcp-range", "", "full mode: FIRST-LAST addresses to hand out, e.g. 192.168.100.100-192.168.100.199")
+	f.StringVar(&o.dhcpNetmask, "dhcp-netmask", "", "full mode: subnet mask (default: the interface's)")
+	f.StringVar(&o.dhcpRouter, "dhcp-router", "", "full mode: default gateway handed out (none when empty)")
+	f.StringSliceVar(&o.dhcpDNS, "dhcp-dns", nil, "full mode: DNS servers handed out")
+	f.DurationVar(&o.dhcpLease, "dhcp-lease-time", time.Hour, "full mode: lease time")
 	f.DurationVar(&o.powerOffInterval, "post-deploy-power-off-interval", 5*time.Second, "how often the BMC is asked whether the agent powered the machine off after a deploy (7 checks, then a hard power off)")
 }
 
@@ -180,4 +192,96 @@ func notFound(err error) error {
 		return fmt.Errorf("%w: %v", pxe.ErrNotFound, err)
 	}
 	return err
+}
+
+// startDHCP runs the built-in DHCP server until ctx ends. It answers only
+// machines with a port (known MACs), hands iPXE the boot script and PXE
+// firmware an iPXE binary over TFTP.
+func (o *netbootOptions) startDHCP(ctx context.Context, bootURL, dataDir string, cond *conductor.Conductor, log *slog.Logger) error {
+	var mode pxe.DHCPMode
+	switch o.dhcp {
+	case "", "off":
+		return nil
+	case "proxy":
+		mode = pxe.DHCPModeProxy
+	case "full":
+		mode = pxe.DHCPModeFull
+	default:
+		return fmt.Errorf("--dhcp %q: use off, proxy or full", o.dhcp)
+	}
+	if bootURL == "" {
+		return fmt.Errorf("--dhcp needs --boot-url: iPXE clients are sent <boot-url>/boot.ipxe")
+	}
+	if o.tftpListen == "" {
+		log.Warn("--dhcp without --tftp-listen: PXE firmware that is not iPXE cannot fetch an iPXE binary")
+	}
+	cfg := pxe.DHCPConfig{
+		Mode: mode, Interface: o.dhcpInterface, BootScriptURL: bootURL + "/boot.ipxe",
+		Allow: func(mac net.HardwareAddr) bool { return cond.IsKnownMAC(ctx, mac.String()) },
+		LeaseTime: o.dhcpLease, LeaseFile: filepath.Join(dataDir, "dhcp-leases.json"),
+	}
+	parseIP := func(flag, v string) (net.IP, error) {
+		if v == "" {
+			return nil, nil
+		}
+		ip := net.ParseIP(v).To4()
+		if ip == nil {
+			return nil, fmt.Errorf("%s %q: not an IPv4 address", flag, v)
+		}
+		return ip, nil
+	}
+	var err error
+	if cfg.ServerIP, err = parseIP("--dhcp-server-ip", o.dhcpServerIP); err != nil {
+		return err
+	}
+	if cfg.Router, err = parseIP("--dhcp-router", o.dhcpRouter); err != nil {
+		return err
+	}
+	for _, d := range o.dhcpDNS {
+		ip, err := parseIP("--dhcp-dns", d)
+		if err != nil {
+			return err
+		}
+		cfg.DNS = append(cfg.DNS, ip)
+	}
+	if o.dhcpNetmask != "" {
+		m, err := parseIP("--dhcp-netmask", o.dhcpNetmask)
+		if err != nil {
+			return err
+		}
+		cfg.Netmask = net.IPMask(m)
+	}
+	if o.dhcpRange != "" {
+		first, last, ok := strings.Cut(o.dhcpRange, "-")
+		if !ok {
+			return fmt.Errorf("--dhcp-range %q: want FIRST-LAST", o.dhcpRange)
+		}
+		if cfg.RangeStart, err = parseIP("--dhcp-range", first); err != nil {
+			return err
+		}
+		if cfg.RangeEnd, err = parseIP("--dhcp-range", last); err != nil {
+			return err
+		}
+	}
+	srv, err := pxe.NewDHCPServer(cfg, log)
+	if err != nil {
+		return fmt.Errorf("DHCP: %w", err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe(ctx) }()
+	select {
+	case err := <-errc:
+		if err == nil {
+			return nil
+		}
+		return fmt.Errorf("DHCP on %s: %w", o.dhcpInterface, err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	go func() {
+		if err := <-errc; err != nil {
+			log.Error("DHCP server stopped", "err", err)
+		}
+	}()
+	log.Info("DHCP server running", "mode", o.dhcp, "interface", o.dhcpInterface, "range", o.dhcpRange)
+	return nil
 }

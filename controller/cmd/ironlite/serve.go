@@ -222,6 +222,9 @@ func serve(ctx context.Context, o *serveOptions) error {
 	if err := o.netboot.startTFTP(ctx, o.dataDir, log); err != nil {
 		return err
 	}
+	if err := o.netboot.startDHCP(ctx, bootURL, o.dataDir, cond, log); err != nil {
+		return err
+	}
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,

@@ -4,7 +4,7 @@ BIN       := bin
 STATICCHECK_VERSION := v0.8.2
 export CGO_ENABLED := 0
 
-.PHONY: all build test unit test-cli lint initramfs e2e bench-api bench-boot deps clean
+.PHONY: all build test unit test-cli lint initramfs e2e demo bench-api bench-boot deps clean
 
 all: build
 
@@ -29,8 +29,11 @@ lint: ## gofmt, go vet, staticcheck
 initramfs: ## build/ironlite-agent.cpio.gz + build/vmlinuz (u-root + agent + modules + mdadm), with a size report
 	bash initramfs/build.sh
 
-e2e: initramfs ## qemu (TCG) boots the ramdisk: against a stand-in and against a real `ironlite serve`
-	IRONLITE_E2E_SKIP_BUILD=1 $(GO) test -tags e2e -count=1 -v -timeout 20m ./agent/e2e/ ./controller/e2e/
+e2e: initramfs ## qemu (TCG): the agent against a stand-in; inspection, and full deploys (BIOS, UEFI) in the virtual lab against `ironlite serve`
+	IRONLITE_E2E_SKIP_BUILD=1 $(GO) test -tags e2e -count=1 -v -timeout 30m ./agent/e2e/ ./controller/e2e/
+
+demo: ## the main job on a fresh machine: deps, build, a virtual machine with a BMC, enroll -> clean -> deploy -> boot (root)
+	bash scripts/demo
 
 deps: ## Debian packages the tests and the lab need (run as root)
 	bash scripts/install-deps

@@ -52,7 +52,10 @@ type deployEnv struct {
 	apiBase, nodeURL string
 }
 
-func newDeployEnv(t *testing.T, firmware string, extra ...string) *deployEnv {
+// newDeployEnv builds the test image and the controller, creates the lab
+// and adds the node (scripts/lab node add --firmware firmware nodeArgs...);
+// serveArgs are added to `ironlite serve`.
+func newDeployEnv(t *testing.T, firmware string, nodeArgs []string, serveArgs ...string) *deployEnv {
 	root := vmtest.RepoRoot(t)
 	kernel, initrd := vmtest.Ramdisk(t, root, false)
 	e := &deployEnv{t: t, root: root, nodeName: "bm-" + firmware, timings: &phases{t: t, start: time.Now()}}
@@ -87,10 +90,10 @@ func newDeployEnv(t *testing.T, firmware string, extra ...string) *deployEnv {
 		t.Fatalf("build ironlite: %v\n%s", err, out)
 	}
 	e.lab = newLab(t, root)
-	e.node = e.lab.addNode(e.nodeName, "--firmware", firmware, "--disk-size", "5G", "--mem", "512")
+	e.node = e.lab.addNode(e.nodeName, append([]string{"--firmware", firmware, "--disk-size", "5G", "--mem", "512"}, nodeArgs...)...)
 	args := append([]string{"--deploy-kernel", kernel, "--deploy-ramdisk", initrd,
 		"--kernel-append-params", "console=ttyS0,115200n8 ipa-debug=1",
-		"--check-provision-state-interval", "2s", "--post-deploy-power-off-interval", "1s"}, extra...)
+		"--check-provision-state-interval", "2s", "--post-deploy-power-off-interval", "1s"}, serveArgs...)
 	e.ctl = e.lab.startController(bin, args...)
 	e.apiBase = e.ctl.base
 	e.nodeURL = e.apiBase + "/v1/nodes/" + e.nodeName
@@ -228,7 +231,7 @@ func (e *deployEnv) checkDiskMatchesImage() {
 // script, cleaned, gets an image written and boots it; then the failure
 // paths.
 func TestDeployBIOS(t *testing.T) {
-	e := newDeployEnv(t, "bios", "--deploy-callback-timeout", "90s", "--clean-callback-timeout", "240s")
+	e := newDeployEnv(t, "bios", nil, "--deploy-callback-timeout", "90s", "--clean-callback-timeout", "240s")
 	e.enroll()
 
 	start := time.Now()
@@ -325,7 +328,7 @@ func TestDeployBIOS(t *testing.T) {
 		e.ctl.stop(syscall.SIGKILL)
 		t.Log("controller killed while the agent writes the image")
 		time.Sleep(3 * time.Second)
-		e.ctl.restart()
+		e.ctl.restart(t)
 		_, n := e.api("GET", "/v1/nodes/"+e.nodeName, nil)
 		t.Logf("after restart: %v (last_error %v)", n["provision_state"], n["last_error"])
 		e.waitState("active", 4*time.Minute)
@@ -343,6 +346,7 @@ func TestDeployBIOS(t *testing.T) {
 		if st, m := e.api("PATCH", "/v1/nodes/"+e.nodeName, []map[string]any{{"op": "add", "path": "/driver_info/deploy_ramdisk", "value": bogus}}); st != 200 {
 			t.Fatalf("set deploy_ramdisk: %d %v", st, m)
 		}
+		e.setImage(nil) // undeploy cleared instance_info
 		start := time.Now()
 		e.provision(map[string]any{"target": "active"})
 		n := waitFailed(e, "deploy failed", 4*time.Minute)
@@ -367,4 +371,37 @@ func waitFailed(e *deployEnv, want string, timeout time.Duration) map[string]any
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
+}
+
+// TestDeployUEFI deploys onto a UEFI machine whose firmware network-boots
+// by itself (OVMF's PXE, no iPXE ROM): the controller's DHCP hands it an
+// iPXE EFI binary over the controller's TFTP, iPXE comes back for the
+// boot script, the agent writes the image and GRUB boots it from disk.
+func TestDeployUEFI(t *testing.T) {
+	if _, err := os.Stat("/usr/share/OVMF/OVMF_CODE_4M.fd"); err != nil {
+		t.Fatalf("OVMF not installed (make deps): %v", err)
+	}
+	e := newDeployEnv(t, "uefi", []string{"--uefi-native-pxe"}, "--deploy-callback-timeout", "180s")
+	e.enroll()
+	if st, m := e.api("PATCH", "/v1/nodes/"+e.nodeName, []map[string]any{{"op": "add", "path": "/automated_clean", "value": false}}); st != 200 {
+		t.Fatalf("automated_clean: %d %v", st, m)
+	}
+	e.provision(map[string]any{"target": "provide"})
+	e.waitState("available", time.Minute)
+
+	e.setImage(nil)
+	serialAt := len(e.node.serial())
+	start := time.Now()
+	e.provision(map[string]any{"target": "active", "configdrive": map[string]any{
+		"meta_data": map[string]any{"hostname": "e2e-uefi"}}})
+	n := e.waitState("active", 5*time.Minute)
+	e.timings.mark("deploy (UEFI, firmware PXE -> TFTP iPXE): available -> active", start)
+	t.Logf("deploy phases recorded on the node: %v", n["driver_internal_info"].(map[string]any)["ironlite_deploy"])
+	if !strings.Contains(e.ctl.logs.String(), "snponly.efi") && !strings.Contains(e.ctl.logs.String(), "ipxe.efi") {
+		t.Errorf("the controller's log shows no iPXE EFI binary handed out over DHCP/TFTP")
+	}
+	start = time.Now()
+	e.node.waitSerial(t, serialAt, 3*time.Minute, markerBooted, markerHostname+"e2e-uefi")
+	e.timings.mark("instance boot from disk (UEFI, GRUB)", start)
+	e.checkDiskMatchesImage()
 }

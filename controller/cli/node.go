@@ -644,7 +644,7 @@ func printTimings(w io.Writer, ident string, dii map[string]any) {
 		t, _ := f["timings"].(map[string]any)
 		var parts []string
 		for _, phase := range []string{"boot", "clean", "write", "reboot", "total"} {
-			if v, ok := t[phase].(float64); ok {
+			if v, ok := toFloat(t[phase]); ok {
 				parts = append(parts, fmt.Sprintf("%s %.1fs", phase, v))
 			}
 		}

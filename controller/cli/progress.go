@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -27,8 +28,21 @@ func isTerminal(w io.Writer) bool {
 }
 
 func num(p map[string]any, k string) float64 {
-	v, _ := p[k].(float64)
+	v, _ := toFloat(p[k])
 	return v
+}
+
+// toFloat reads a JSON number, decoded as float64 or (the client decodes
+// with UseNumber) json.Number.
+func toFloat(v any) (float64, bool) {
+	switch n := v.(type) {
+	case float64:
+		return n, true
+	case json.Number:
+		f, err := n.Float64()
+		return f, err == nil
+	}
+	return 0, false
 }
 
 // format renders one progress line:

@@ -299,6 +299,9 @@ func TestDeployToActive(t *testing.T) {
 	}
 	flow, _ := n.DriverInternalInfo["ironlite_deploy"].(map[string]any)
 	timings, _ := flow["timings"].(map[string]any)
+	if flow["phase"] != "done" {
+		t.Errorf("ironlite_deploy phase = %v, want done", flow["phase"])
+	}
 	for _, phase := range []string{"boot", "write", "reboot", "total"} {
 		if _, ok := timings[phase]; !ok {
 			t.Errorf("timing %q missing: %v", phase, flow)

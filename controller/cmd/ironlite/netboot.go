@@ -217,7 +217,7 @@ func (o *netbootOptions) startDHCP(ctx context.Context, bootURL, dataDir string,
 	}
 	cfg := pxe.DHCPConfig{
 		Mode: mode, Interface: o.dhcpInterface, BootScriptURL: bootURL + "/boot.ipxe",
-		Allow: func(mac net.HardwareAddr) bool { return cond.IsKnownMAC(ctx, mac.String()) },
+		Allow:     func(mac net.HardwareAddr) bool { return cond.IsKnownMAC(ctx, mac.String()) },
 		LeaseTime: o.dhcpLease, LeaseFile: filepath.Join(dataDir, "dhcp-leases.json"),
 	}
 	parseIP := func(flag, v string) (net.IP, error) {

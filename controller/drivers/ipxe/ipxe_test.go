@@ -1,6 +1,7 @@
 package ipxe
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -28,7 +29,7 @@ func TestScriptFollowsPrepareAndCleanUp(t *testing.T) {
 	if _, err := b.Script(n, "52:54:00:aa:bb:cc"); !errors.Is(err, drivers.ErrNoBootConfig) {
 		t.Fatalf("script before PrepareRamdisk: %v", err)
 	}
-	if err := b.PrepareRamdisk(nil, n); err != nil {
+	if err := b.PrepareRamdisk(context.Background(), n); err != nil {
 		t.Fatal(err)
 	}
 	s, err := b.Script(n, "52:54:00:aa:bb:cc")
@@ -50,11 +51,11 @@ func TestScriptFollowsPrepareAndCleanUp(t *testing.T) {
 	if _, ok := b.ServeFile(n, "../etc/passwd"); ok {
 		t.Errorf("ServeFile serves an arbitrary name")
 	}
-	b.PrepareInstance(nil, n)
+	b.PrepareInstance(context.Background(), n)
 	if s, _ := b.Script(n, "52:54:00:aa:bb:cc"); !strings.Contains(s, "sanboot") {
 		t.Errorf("instance script:\n%s", s)
 	}
-	b.CleanUpInstance(nil, n)
+	b.CleanUpInstance(context.Background(), n)
 	if _, err := b.Script(n, "52:54:00:aa:bb:cc"); !errors.Is(err, drivers.ErrNoBootConfig) {
 		t.Errorf("script after clean-up: %v", err)
 	}
@@ -73,7 +74,7 @@ func TestNodeValuesCannotInject(t *testing.T) {
 		{"deploy_kernel": "ftp://h/k"},
 	} {
 		n := &model.Node{UUID: "u1", Name: "name with spaces\n#!ipxe shell", DriverInfo: di}
-		err := b.PrepareRamdisk(nil, n)
+		err := b.PrepareRamdisk(context.Background(), n)
 		if err == nil {
 			n.DriverInternalInfo = model.JSONObject{"ironlite_netboot": "ramdisk"}
 			s, serr := b.Script(n, "52:54:00:aa:bb:cc")
@@ -94,7 +95,7 @@ func TestNodeValuesCannotInject(t *testing.T) {
 func TestKernelParamsNewlineIsASeparator(t *testing.T) {
 	b, _, _ := setup(t)
 	n := &model.Node{UUID: "u1", DriverInfo: model.JSONObject{"kernel_append_params": "quiet\nshell"}}
-	if err := b.PrepareRamdisk(nil, n); err != nil {
+	if err := b.PrepareRamdisk(context.Background(), n); err != nil {
 		t.Fatal(err)
 	}
 	s, err := b.Script(n, "52:54:00:aa:bb:cc")

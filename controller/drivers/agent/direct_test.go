@@ -316,6 +316,29 @@ func TestDeployToActive(t *testing.T) {
 	if dev, _ := n.DriverInternalInfo["boot_device"].(string); dev != "" && dev != "disk" {
 		t.Errorf("boot device %q", dev)
 	}
+
+	// rebuild: the same flow again from active, with a fresh agent token.
+	e.provision("rebuild")
+	n = e.want("wait call-back")
+	if n.DeployStep["step"] != "deploy" || n.DriverInternalInfo["agent_url"] != nil {
+		t.Fatalf("rebuild did not restart the deploy: step %v, agent_url %v", n.DeployStep, n.DriverInternalInfo["agent_url"])
+	}
+	e.boot()
+	e.waitCommand()
+	e.heartbeat()
+	e.want("active")
+
+	// undeploy: powered off, nothing served, instance_info cleared, then
+	// cleaning boots the agent again.
+	e.provision("deleted")
+	n = e.want("clean wait")
+	if len(n.InstanceInfo) != 0 || n.DriverInternalInfo["ironlite_image"] != nil {
+		t.Errorf("after undeploy: instance_info %v, ironlite_image %v", n.InstanceInfo, n.DriverInternalInfo["ironlite_image"])
+	}
+	e.boot()
+	e.waitCommand()
+	e.heartbeat()
+	e.want("available")
 }
 
 func TestDeployChecksumFailure(t *testing.T) {

@@ -304,6 +304,12 @@ func (c *Conductor) ContinueInspection(ctx context.Context, data protocol.Inspec
 		n.InspectionFinishedAt = &now
 		delete(n.DriverInternalInfo, "agent_secret_token")
 		delete(n.DriverInternalInfo, "agent_url")
+		if ifs, err := c.reg.Interfaces(n); err == nil && ifs.Boot != nil {
+			// The node is no longer served the ramdisk.
+			if err := ifs.Boot.CleanUpRamdisk(ctx, n); err != nil {
+				c.log.Warn("clean up the inspection boot", "node", n.UUID, "err", err)
+			}
+		}
 		c.mustFire(n, statemachine.EvDone, "")
 		return nil
 	})

@@ -137,12 +137,13 @@ func newEnv(t *testing.T) *env {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	reg := drivers.NewRegistry()
 	fake.Register(reg)
+	agent.Register(reg)
 	ipxe.Register(reg, ipxe.Config{BootURL: "http://10.0.0.1:6385", DeployKernel: kernel, DeployRamdisk: ramdisk})
 	agent.RegisterDirect(reg, agentclient.New(agentclient.Options{Attempts: 1, Logger: log}),
 		agent.DirectConfig{BootURL: "http://10.0.0.1:6385", PowerOffChecks: 2, PowerOffInterval: time.Millisecond, Log: log})
 	reg.AddHardwareType(&drivers.HardwareType{Name: "test-direct", Supported: map[string][]string{
 		"power": {"fake"}, "management": {"fake"}, "boot": {"ipxe"}, "deploy": {"direct"},
-		"inspect": {"no-inspect"}, "raid": {"no-raid"}, "bios": {"no-bios"}, "console": {"no-console"},
+		"inspect": {"agent", "no-inspect"}, "raid": {"no-raid"}, "bios": {"no-bios"}, "console": {"no-console"},
 		"network": {"noop"}, "rescue": {"no-rescue"}, "storage": {"noop"}, "vendor": {"no-vendor"},
 	}})
 	c := conductor.New(st, reg, conductor.Config{Host: "c1", LockRetries: 20, LockRetryInterval: 10 * time.Millisecond,
@@ -437,5 +438,18 @@ func TestManualCleanFailure(t *testing.T) {
 	n = e.want("clean failed")
 	if !strings.Contains(n.LastError, "deploy.burnin_cpu is not supported by the agent") {
 		t.Errorf("last_error = %q", n.LastError)
+	}
+}
+
+// In-band inspection of a node with a BMC network-boots the agent too.
+func TestInspectServesTheAgent(t *testing.T) {
+	e := newEnv(t)
+	e.provision("inspect")
+	n := e.want("inspect wait")
+	if script, err := e.c.BootScript(context.Background(), mac); err != nil || !strings.Contains(script, "deploy_ramdisk") {
+		t.Errorf("inspection boot script: %v\n%s", err, script)
+	}
+	if n.PowerState != "power on" {
+		t.Errorf("power_state = %q during inspection", n.PowerState)
 	}
 }

@@ -40,6 +40,11 @@ func (i *Inspect) Inspect(ctx context.Context, n *model.Node) (drivers.StepState
 	if n.Driver == "fake-hardware" {
 		return drivers.Wait, nil
 	}
+	if ifs.Boot != nil {
+		if err := ifs.Boot.PrepareRamdisk(ctx, n); err != nil {
+			return drivers.Done, fmt.Errorf("prepare the inspection ramdisk boot: %w", err)
+		}
+	}
 	if ifs.Management != nil {
 		if err := ifs.Management.SetBootDevice(ctx, n, drivers.BootPXE, false); err != nil {
 			return drivers.Done, fmt.Errorf("set boot device to pxe: %w", err)

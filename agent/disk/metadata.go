@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -249,4 +250,120 @@ func kernelPartitions(sysRoot, name string) []extent {
 		}
 	}
 	return out
+}
+
+// MDArray is an md array the kernel knows (assembled, or inactive with
+// members claimed) and the block devices it is built on.
+type MDArray struct {
+	// Device is the array's node, "/dev/md127".
+	Device string
+	// Members are the member devices ("/dev/sdb1"), whole disks or
+	// partitions.
+	Members []string
+	// Disks are the disks holding the members ("/dev/sdb" for both a
+	// whole-disk member and a partition of sdb).
+	Disks []string
+}
+
+// MDArrays lists the md arrays in sysRoot's sys/block with their members,
+// sorted by device name. Arrays without members (stopped, or containers
+// being torn down) are left out.
+func MDArrays(sysRoot string) ([]MDArray, error) {
+	if sysRoot == "" {
+		sysRoot = "/"
+	}
+	ents, err := os.ReadDir(filepath.Join(sysRoot, "sys/block"))
+	if err != nil {
+		return nil, fmt.Errorf("list md arrays: %w", err)
+	}
+	var out []MDArray
+	for _, e := range ents {
+		name := e.Name()
+		if !strings.HasPrefix(name, "md") {
+			continue
+		}
+		slaves, _ := os.ReadDir(filepath.Join(sysRoot, "sys/block", name, "slaves"))
+		if len(slaves) == 0 {
+			continue
+		}
+		a := MDArray{Device: "/dev/" + name}
+		seen := map[string]bool{}
+		for _, s := range slaves {
+			a.Members = append(a.Members, "/dev/"+s.Name())
+			d := "/dev/" + parentDisk(sysRoot, s.Name())
+			if !seen[d] {
+				seen[d] = true
+				a.Disks = append(a.Disks, d)
+			}
+		}
+		sort.Strings(a.Members)
+		sort.Strings(a.Disks)
+		out = append(out, a)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Device < out[j].Device })
+	return out, nil
+}
+
+// parentDisk is the sysfs name of the disk holding the block device name:
+// the device itself unless it is a partition.
+func parentDisk(sysRoot, name string) string {
+	if readStr(sysRoot, name, "partition") == "" {
+		return name
+	}
+	p, err := filepath.EvalSymlinks(filepath.Join(sysRoot, "sys/class/block", name))
+	if err != nil {
+		return name
+	}
+	return filepath.Base(filepath.Dir(p))
+}
+
+// StopMDArrays stops the arrays (mdadm --stop) and then destroys the md
+// superblocks on their members (mdadm --zero-superblock), so that neither
+// the kernel nor a later mdadm --assemble finds them again and the members
+// can be opened exclusively and erased. Arrays are stopped in reverse
+// name order and retried once, so that an array built on another array
+// goes first. Every array is tried; the errors are reported together.
+func StopMDArrays(ctx context.Context, arrays []MDArray, log *slog.Logger) error {
+	log = logger(log)
+	var errs []error
+	pending := append([]MDArray(nil), arrays...)
+	sort.Slice(pending, func(i, j int) bool { return pending[i].Device > pending[j].Device })
+	for pass := 0; pass < 2 && len(pending) > 0; pass++ {
+		var failed []MDArray
+		errs = errs[:0]
+		for _, a := range pending {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if err := mdadm(ctx, "--stop", a.Device); err != nil {
+				failed = append(failed, a)
+				errs = append(errs, err)
+				continue
+			}
+			log.Info("disk: md array stopped", "array", a.Device, "members", a.Members)
+		}
+		pending = failed
+	}
+	for _, a := range arrays {
+		for _, m := range a.Members {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if err := mdadm(ctx, "--zero-superblock", m); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			log.Info("disk: md superblock erased", "array", a.Device, "member", m)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// mdadm runs mdadm with args and returns an error carrying its output.
+func mdadm(ctx context.Context, args ...string) error {
+	out, err := exec.CommandContext(ctx, "mdadm", args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("mdadm %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
 }

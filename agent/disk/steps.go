@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"sort"
@@ -279,18 +280,104 @@ func (s *stepSet) each(ctx context.Context, step string, ts []target, n int, fai
 // eraseMetadata is erase_devices_metadata: partition tables and
 // signatures on every device, one at a time (seconds each). Read-only
 // devices are skipped, as IPA does for this step.
+//
+// Software RAID goes first, as in IPA: the arrays built only on devices
+// this step erases are erased themselves (the filesystem on /dev/md0),
+// then stopped, and the md superblocks on their members destroyed; only
+// then are the former members (no longer busy) erased like any disk. An
+// array with a member on a device left alone (skip list, read-only,
+// removable) stays assembled, and its members are skipped.
 func (s *stepSet) eraseMetadata(ctx context.Context, req steps.Request) (any, error) {
+	const step = "erase_devices_metadata"
 	ts, err := s.targets(ctx, req.Node)
 	if err != nil {
 		return nil, err
 	}
 	skipReadOnly(ts)
-	return s.each(ctx, "erase_devices_metadata", ts, 1, false, func(ctx context.Context, t target) (string, error) {
+	work := func(ctx context.Context, t target) (string, error) {
 		if err := eraseMetadata(ctx, s.Root, t.dev.Name, s.log); err != nil {
 			return "", err
 		}
 		return "metadata erased", nil
-	})
+	}
+	arrays, err := s.arraysToDismantle(ts)
+	if err != nil {
+		return nil, err
+	}
+	if len(arrays) == 0 {
+		return s.each(ctx, step, ts, 1, false, work)
+	}
+	// Pass 1: the arrays' own contents, while they are assembled.
+	isArray := map[string]bool{}
+	for _, a := range arrays {
+		isArray[sysName(a.Device)] = true
+	}
+	var mds []target
+	for _, t := range ts {
+		if isArray[sysName(t.dev.Name)] && t.skip == "" {
+			mds = append(mds, t)
+		}
+	}
+	res := result{}
+	if len(mds) > 0 {
+		r, err := s.each(ctx, step, mds, 1, false, work)
+		if err != nil {
+			return nil, err
+		}
+		maps.Copy(res, r.(result))
+	}
+	if err := StopMDArrays(ctx, arrays, s.log); err != nil {
+		return nil, fmt.Errorf("%s: dismantle software RAID: %w", step, err)
+	}
+	for _, a := range arrays {
+		res[a.Device] = "metadata erased, array stopped, member superblocks erased"
+	}
+	// Pass 2: everything else, former members included (the stopped
+	// arrays are gone from the listing).
+	if ts, err = s.targets(ctx, req.Node); err != nil {
+		return nil, err
+	}
+	skipReadOnly(ts)
+	var rest []target
+	for _, t := range ts {
+		if !isArray[sysName(t.dev.Name)] {
+			rest = append(rest, t)
+		}
+	}
+	r, err := s.each(ctx, step, rest, 1, false, work)
+	if err != nil {
+		return nil, err
+	}
+	maps.Copy(res, r.(result))
+	return res, nil
+}
+
+// arraysToDismantle returns the md arrays whose members are all on
+// devices among ts that are erased (not skipped, or skipped only for
+// being an md member).
+func (s *stepSet) arraysToDismantle(ts []target) ([]MDArray, error) {
+	erased := map[string]bool{}
+	for _, t := range ts {
+		mdOnly := len(t.st.mdHolders) > 0 && strings.HasPrefix(t.skip, "skipped: member of RAID array") && !t.st.readOnly
+		if t.skip == "" || mdOnly {
+			erased[sysName(t.dev.Name)] = true
+		}
+	}
+	all, err := MDArrays(s.Root)
+	if err != nil {
+		return nil, err
+	}
+	var out []MDArray
+	for _, a := range all {
+		ok := len(a.Disks) > 0
+		for _, d := range a.Disks {
+			ok = ok && erased[sysName(d)]
+		}
+		if ok {
+			out = append(out, a)
+		}
+	}
+	return out, nil
 }
 
 // eraseDevices is erase_devices: every byte of every device, in parallel

@@ -16,6 +16,7 @@ import (
 	"github.com/ironlite/ironlite/agent/daemon"
 	"github.com/ironlite/ironlite/agent/extensions"
 	"github.com/ironlite/ironlite/agent/kparams"
+	"github.com/ironlite/ironlite/agent/raid"
 )
 
 // Registry is the command registry the agent serves; other files of this
@@ -111,6 +112,7 @@ func runOnce(ctx context.Context, cmdlineFile string, isRamdisk bool, level *slo
 		go rescueShell(tty, log)
 	}
 	registerImageCommands(p, log)
+	raid.RegisterSteps(raid.Options{Log: log})
 	return daemon.Run(ctx, daemon.Config{
 		Params:   p,
 		Log:      log,

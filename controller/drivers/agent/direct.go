@@ -103,7 +103,7 @@ func internal(n *model.Node) model.JSONObject {
 // wipe_deploy_internal_info / wipe_cleaning_internal_info).
 var agentKeys = []string{"agent_url", "agent_secret_token", "agent_version", "agent_last_heartbeat",
 	"agent_verify_ca", "agent_cached_clean_steps", "hardware_manager_version", "clean_steps",
-	"clean_step_index", progressKey}
+	"clean_step_index", drivers.ProgressKey}
 
 func wipeAgent(n *model.Node) {
 	dii := internal(n)
@@ -124,6 +124,15 @@ func deploying(n *model.Node) bool {
 	return n.ProvisionState == statemachine.Deploying || n.ProvisionState == statemachine.DeployWait
 }
 
+// setPower drives the machine to state and records it on the node.
+func setPower(ctx context.Context, ifs *drivers.Set, n *model.Node, state string) error {
+	if err := ifs.Power.SetPowerState(ctx, n, state, 0); err != nil {
+		return err
+	}
+	n.PowerState = state
+	return nil
+}
+
 // bootAgent powers the machine off, makes its next boot a network boot
 // into the agent and powers it on.
 func (d *Direct) bootAgent(ctx context.Context, n *model.Node) error {
@@ -131,10 +140,9 @@ func (d *Direct) bootAgent(ctx context.Context, n *model.Node) error {
 	if err != nil {
 		return err
 	}
-	if err := ifs.Power.SetPowerState(ctx, n, drivers.PowerOff, 0); err != nil {
+	if err := setPower(ctx, ifs, n, drivers.PowerOff); err != nil {
 		return fmt.Errorf("power off before booting the agent: %w", err)
 	}
-	n.PowerState = drivers.PowerOff
 	if err := ifs.Boot.PrepareRamdisk(ctx, n); err != nil {
 		return fmt.Errorf("prepare the agent boot: %w", err)
 	}
@@ -143,10 +151,9 @@ func (d *Direct) bootAgent(ctx context.Context, n *model.Node) error {
 			return fmt.Errorf("set boot device to pxe: %w", err)
 		}
 	}
-	if err := ifs.Power.SetPowerState(ctx, n, drivers.PowerOn, 0); err != nil {
+	if err := setPower(ctx, ifs, n, drivers.PowerOn); err != nil {
 		return fmt.Errorf("power on into the agent: %w", err)
 	}
-	n.PowerState = drivers.PowerOn
 	return nil
 }
 
@@ -157,11 +164,9 @@ func (d *Direct) powerOff(ctx context.Context, n *model.Node) {
 	if err != nil || ifs.Power == nil {
 		return
 	}
-	if err := ifs.Power.SetPowerState(ctx, n, drivers.PowerOff, 0); err != nil {
+	if err := setPower(ctx, ifs, n, drivers.PowerOff); err != nil {
 		d.log.Warn("power off after failure", "node", n.UUID, "err", err)
-		return
 	}
-	n.PowerState = drivers.PowerOff
 }
 
 func step(iface, name string, priority int) model.JSONObject {
@@ -227,7 +232,7 @@ func (d *Direct) continueDeploy(ctx context.Context, n *model.Node) (drivers.Ste
 		}
 		switch last.CommandStatus {
 		case protocol.StatusRunning:
-			setProgress(n, last.Progress)
+			drivers.SetProgress(n, last.Progress)
 			return drivers.Wait, nil
 		case protocol.StatusSucceeded:
 			return d.finishDeploy(ctx, n, a)
@@ -250,7 +255,8 @@ func commandError(r *protocol.CommandResult) string {
 
 // startWrite sends standby.prepare_image (IPA's image_info + configdrive).
 func (d *Direct) startWrite(ctx context.Context, n *model.Node, a agentclient.Agent) error {
-	params := map[string]any{"image_info": imageInfo(n)}
+	info := imageInfo(n)
+	params := map[string]any{"image_info": info}
 	if cd, ok := n.InstanceInfo["configdrive"]; ok && cd != nil {
 		s, isString := cd.(string)
 		if !isString {
@@ -271,7 +277,7 @@ func (d *Direct) startWrite(ctx context.Context, n *model.Node, a agentclient.Ag
 	if res.CommandStatus == protocol.StatusFailed {
 		return fmt.Errorf("Deploy step deploy.write_image failed on node %s. %s", n.UUID, commandError(res))
 	}
-	d.log.Info("image write started", "node", n.UUID, "url", imageInfo(n)["urls"])
+	d.log.Info("image write started", "node", n.UUID, "url", info["urls"])
 	return nil
 }
 
@@ -282,7 +288,7 @@ func (d *Direct) finishDeploy(ctx context.Context, n *model.Node, a agentclient.
 	if err != nil {
 		return drivers.Done, err
 	}
-	delete(internal(n), progressKey)
+	delete(internal(n), drivers.ProgressKey)
 	nextPhase(n, deployKey, phaseReboot)
 
 	n.DeployStep = step("deploy", "prepare_instance_boot", 60)
@@ -308,15 +314,14 @@ func (d *Direct) finishDeploy(ctx context.Context, n *model.Node, a agentclient.
 	}
 
 	n.DeployStep = step("deploy", "tear_down_agent", 40)
-	if err := d.shutDownAgent(ctx, n, a); err != nil {
+	if err := d.shutDownAgent(ctx, ifs, n, a); err != nil {
 		return drivers.Done, err
 	}
 
 	n.DeployStep = step("deploy", "boot_instance", 20)
-	if err := ifs.Power.SetPowerState(ctx, n, drivers.PowerOn, 0); err != nil {
+	if err := setPower(ctx, ifs, n, drivers.PowerOn); err != nil {
 		return drivers.Done, fmt.Errorf("power on the instance: %w", err)
 	}
-	n.PowerState = drivers.PowerOn
 	endFlow(n, deployKey)
 	wipeAgent(n)
 	d.log.Info("deployed", "node", n.UUID, "timings", internal(n)[deployKey])
@@ -326,11 +331,7 @@ func (d *Direct) finishDeploy(ctx context.Context, n *model.Node, a agentclient.
 // shutDownAgent asks the agent to power the machine off (it syncs its
 // disks first) and checks with the BMC; a machine still on after the
 // checks is powered off hard.
-func (d *Direct) shutDownAgent(ctx context.Context, n *model.Node, a agentclient.Agent) error {
-	ifs, err := d.reg.Interfaces(n)
-	if err != nil {
-		return err
-	}
+func (d *Direct) shutDownAgent(ctx context.Context, ifs *drivers.Set, n *model.Node, a agentclient.Agent) error {
 	if _, err := d.agents.Run(ctx, a, "standby.power_off", map[string]any{}, false); err != nil {
 		d.log.Warn("in-band power off failed; powering off through the BMC", "node", n.UUID, "err", err)
 	} else {
@@ -348,10 +349,9 @@ func (d *Direct) shutDownAgent(ctx context.Context, n *model.Node, a agentclient
 		}
 		d.log.Warn("the agent did not power the machine off; powering off through the BMC", "node", n.UUID)
 	}
-	if err := ifs.Power.SetPowerState(ctx, n, drivers.PowerOff, 0); err != nil {
+	if err := setPower(ctx, ifs, n, drivers.PowerOff); err != nil {
 		return fmt.Errorf("power off after the deploy: %w", err)
 	}
-	n.PowerState = drivers.PowerOff
 	return nil
 }
 
@@ -362,10 +362,9 @@ func (d *Direct) TearDown(ctx context.Context, n *model.Node) error {
 	if err != nil {
 		return err
 	}
-	if err := ifs.Power.SetPowerState(ctx, n, drivers.PowerOff, 0); err != nil {
+	if err := setPower(ctx, ifs, n, drivers.PowerOff); err != nil {
 		return fmt.Errorf("power off: %w", err)
 	}
-	n.PowerState = drivers.PowerOff
 	if err := ifs.Boot.CleanUpInstance(ctx, n); err != nil {
 		return err
 	}

@@ -153,17 +153,13 @@ func (c *Conductor) Heartbeat(ctx context.Context, ident string, hb protocol.Hea
 		now := store.Now()
 		locked.ProvisionUpdatedAt = &now // heartbeats keep wait timeouts away
 	}
+	if hb.Progress != nil {
+		drivers.SetProgress(locked, hb.Progress)
+	}
 	if err := c.store.UpdateNode(ctx, locked); err != nil {
 		<-c.workers
 		c.release(locked)
 		return err
-	}
-	if hb.Progress != nil {
-		var p map[string]any
-		if raw, err := json.Marshal(hb.Progress); err == nil && json.Unmarshal(raw, &p) == nil {
-			p["updated_at"] = store.Now().Format(time.RFC3339Nano)
-			dii["ironlite_progress"] = p
-		}
 	}
 	c.spawn(locked, "heartbeat", func(ctx context.Context, n *model.Node) { c.advance(ctx, n) })
 	return nil

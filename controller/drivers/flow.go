@@ -2,7 +2,11 @@ package drivers
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"time"
+
+	"github.com/ironlite/ironlite/agent/protocol"
 
 	"github.com/ironlite/ironlite/controller/model"
 )
@@ -105,3 +109,25 @@ type FileServer interface {
 
 // ErrNoBootConfig says a node has no network boot configuration now.
 var ErrNoBootConfig = errors.New("no network boot configuration for this node")
+
+// ProgressKey in driver_internal_info holds the running agent command's
+// progress (protocol.Progress: phase, bytes, percent, rate, ETA) and when
+// it was reported, while there is one (an ironlite extension).
+const ProgressKey = "ironlite_progress"
+
+// SetProgress records the agent's progress on the node, from a heartbeat
+// or a command result; nil clears it.
+func SetProgress(n *model.Node, p *protocol.Progress) {
+	if n.DriverInternalInfo == nil {
+		n.DriverInternalInfo = model.JSONObject{}
+	}
+	if p == nil {
+		delete(n.DriverInternalInfo, ProgressKey)
+		return
+	}
+	var m map[string]any
+	if raw, err := json.Marshal(p); err == nil && json.Unmarshal(raw, &m) == nil {
+		m["updated_at"] = time.Now().UTC().Format(time.RFC3339Nano)
+		n.DriverInternalInfo[ProgressKey] = m
+	}
+}

@@ -4,7 +4,6 @@ import (
 	"math"
 	"time"
 
-	"github.com/ironlite/ironlite/agent/protocol"
 	"github.com/ironlite/ironlite/controller/model"
 )
 
@@ -16,9 +15,6 @@ const (
 	// after the flow ends, so an operator sees how long each phase took.
 	deployKey = "ironlite_deploy"
 	cleanKey  = "ironlite_clean"
-	// progressKey: the running agent command's protocol.Progress (phase,
-	// bytes, percent, rate, ETA), while there is one.
-	progressKey = "ironlite_progress"
 )
 
 // Phases of a flow, as recorded in timings.
@@ -83,18 +79,5 @@ func abandonFlow(n *model.Node) {
 			f["phase"] = "failed"
 			delete(f, "phase_started_at")
 		}
-	}
-}
-
-// setProgress records the agent's progress (nil clears it).
-func setProgress(n *model.Node, p *protocol.Progress) {
-	if p == nil {
-		delete(internal(n), progressKey)
-		return
-	}
-	var m map[string]any
-	if decode(p, &m) == nil {
-		m["updated_at"] = stamp(now())
-		internal(n)[progressKey] = m
 	}
 }

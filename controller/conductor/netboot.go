@@ -99,8 +99,10 @@ func (c *Conductor) IsKnownMAC(ctx context.Context, mac string) bool {
 	if err != nil {
 		return false
 	}
-	_, err = c.nodeByMAC(ctx, mac)
-	return err == nil
+	// Asked for every DHCP packet: the port alone answers it (a port's MAC
+	// is unique and its node exists).
+	ports, err := c.store.ListPorts(ctx, store.PortFilter{Address: mac})
+	return err == nil && len(ports) > 0
 }
 
 // checkNetbootPorts refuses to network-boot a node without a PXE-enabled

@@ -441,6 +441,15 @@ func TestManualCleanFailure(t *testing.T) {
 	}
 }
 
+func TestIsKnownMAC(t *testing.T) {
+	e := newEnv(t)
+	for m, want := range map[string]bool{mac: true, strings.ToUpper(mac): true, "52:54:00:12:34:57": false, "garbage": false} {
+		if got := e.c.IsKnownMAC(context.Background(), m); got != want {
+			t.Errorf("IsKnownMAC(%q) = %v, want %v", m, got, want)
+		}
+	}
+}
+
 // In-band inspection of a node with a BMC network-boots the agent too.
 func TestInspectServesTheAgent(t *testing.T) {
 	e := newEnv(t)

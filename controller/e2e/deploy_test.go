@@ -115,7 +115,8 @@ func (e *deployEnv) provision(body map[string]any) {
 }
 
 // waitState polls the node until it is in want (and unlocked); a failed
-// state other than want ends the test with last_error.
+// state other than want ends the test with last_error. want may itself be
+// a failed state.
 func (e *deployEnv) waitState(want string, timeout time.Duration) map[string]any {
 	e.t.Helper()
 	deadline := time.Now().Add(timeout)
@@ -278,7 +279,7 @@ func TestDeployBIOS(t *testing.T) {
 		e.setImage(map[string]any{"image_os_hash_algo": "sha256", "image_os_hash_value": strings.Repeat("0", 64)})
 		start := time.Now()
 		e.provision(map[string]any{"target": "active"})
-		n := waitFailed(e, "deploy failed", 3*time.Minute)
+		n := e.waitState("deploy failed", 3*time.Minute)
 		e.timings.mark("wrong checksum -> deploy failed", start)
 		msg, _ := n["last_error"].(string)
 		if !strings.Contains(msg, strings.Repeat("0", 64)) || !strings.Contains(strings.ToLower(msg), "checksum") {
@@ -299,7 +300,7 @@ func TestDeployBIOS(t *testing.T) {
 		e.waitState("wait call-back", time.Minute)
 		start := time.Now()
 		e.provision(map[string]any{"target": "abort"})
-		n := waitFailed(e, "deploy failed", time.Minute)
+		n := e.waitState("deploy failed", time.Minute)
 		e.timings.mark("abort in wait call-back", start)
 		if msg, _ := n["last_error"].(string); !strings.Contains(msg, "aborted") {
 			t.Errorf("last_error after abort: %q", msg)
@@ -349,59 +350,10 @@ func TestDeployBIOS(t *testing.T) {
 		e.setImage(nil) // undeploy cleared instance_info
 		start := time.Now()
 		e.provision(map[string]any{"target": "active"})
-		n := waitFailed(e, "deploy failed", 4*time.Minute)
+		n := e.waitState("deploy failed", 4*time.Minute)
 		e.timings.mark("agent never calls back -> deploy failed", start)
 		if msg, _ := n["last_error"].(string); !strings.Contains(msg, "Timeout reached while waiting for callback") {
 			t.Errorf("last_error after the timeout: %q", msg)
 		}
 	})
-}
-
-// waitFailed waits for a failed state (without failing the test on it).
-func waitFailed(e *deployEnv, want string, timeout time.Duration) map[string]any {
-	e.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		_, n := e.api("GET", "/v1/nodes/"+e.nodeName, nil)
-		if n["provision_state"] == want && n["reservation"] == nil {
-			return n
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("node: want %q, have %v (last_error %v)", want, n["provision_state"], n["last_error"])
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
-}
-
-// TestDeployUEFI deploys onto a UEFI machine whose firmware network-boots
-// by itself (OVMF's PXE, no iPXE ROM): the controller's DHCP hands it an
-// iPXE EFI binary over the controller's TFTP, iPXE comes back for the
-// boot script, the agent writes the image and GRUB boots it from disk.
-func TestDeployUEFI(t *testing.T) {
-	if _, err := os.Stat("/usr/share/OVMF/OVMF_CODE_4M.fd"); err != nil {
-		t.Fatalf("OVMF not installed (make deps): %v", err)
-	}
-	e := newDeployEnv(t, "uefi", []string{"--uefi-native-pxe"}, "--deploy-callback-timeout", "180s")
-	e.enroll()
-	if st, m := e.api("PATCH", "/v1/nodes/"+e.nodeName, []map[string]any{{"op": "add", "path": "/automated_clean", "value": false}}); st != 200 {
-		t.Fatalf("automated_clean: %d %v", st, m)
-	}
-	e.provision(map[string]any{"target": "provide"})
-	e.waitState("available", time.Minute)
-
-	e.setImage(nil)
-	serialAt := len(e.node.serial())
-	start := time.Now()
-	e.provision(map[string]any{"target": "active", "configdrive": map[string]any{
-		"meta_data": map[string]any{"hostname": "e2e-uefi"}}})
-	n := e.waitState("active", 5*time.Minute)
-	e.timings.mark("deploy (UEFI, firmware PXE -> TFTP iPXE): available -> active", start)
-	t.Logf("deploy phases recorded on the node: %v", n["driver_internal_info"].(map[string]any)["ironlite_deploy"])
-	if !strings.Contains(e.ctl.logs.String(), "snponly.efi") && !strings.Contains(e.ctl.logs.String(), "ipxe.efi") {
-		t.Errorf("the controller's log shows no iPXE EFI binary handed out over DHCP/TFTP")
-	}
-	start = time.Now()
-	e.node.waitSerial(t, serialAt, 3*time.Minute, markerBooted, markerHostname+"e2e-uefi")
-	e.timings.mark("instance boot from disk (UEFI, GRUB)", start)
-	e.checkDiskMatchesImage()
 }

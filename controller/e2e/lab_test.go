@@ -165,16 +165,7 @@ func (l *lab) startController(bin string, extra ...string) *controller {
 	port := vmtest.FreePort(l.t)
 	l.run("forward", "--lab", l.name, fmt.Sprint(port), "6385")
 	c.base = fmt.Sprintf("http://127.0.0.1:%d", port)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if probe(c.base + "/") {
-			break
-		}
-		if time.Now().After(deadline) {
-			l.t.Fatalf("controller not reachable through the forward:\n%s", vmtest.Tail(c.logs.String(), 40))
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
+	c.waitUp(l.t)
 	l.t.Cleanup(func() {
 		c.stop(syscall.SIGTERM)
 		if l.t.Failed() {
@@ -228,13 +219,16 @@ func (c *controller) stop(sig syscall.Signal) {
 func (c *controller) restart(t *testing.T) {
 	t.Helper()
 	c.start(t)
+	c.waitUp(t)
+}
+
+// waitUp waits until the controller's API answers through the forward.
+func (c *controller) waitUp(t *testing.T) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if probe(c.base + "/") {
-			return
-		}
+	for !probe(c.base + "/") {
 		if time.Now().After(deadline) {
-			t.Fatalf("controller did not come back:\n%s", vmtest.Tail(c.logs.String(), 40))
+			t.Fatalf("controller not reachable through the forward:\n%s", vmtest.Tail(c.logs.String(), 40))
 		}
 		time.Sleep(300 * time.Millisecond)
 	}

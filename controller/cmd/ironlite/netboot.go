@@ -142,12 +142,8 @@ func (o *netbootOptions) startTFTP(ctx context.Context, dataDir string, log *slo
 		log.Warn("no iPXE binaries for PXE firmware: install Debian's ipxe package or set --ipxe-dir", "ipxe_dir", o.ipxeDir)
 	}
 	srv := pxe.NewTFTPServer(root, log)
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe(ctx, o.tftpListen) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("TFTP on %s: %w", o.tftpListen, err)
-	case <-time.After(200 * time.Millisecond):
+	if err := serveInBackground("TFTP on "+o.tftpListen, func() error { return srv.ListenAndServe(ctx, o.tftpListen) }, log); err != nil {
+		return err
 	}
 	log.Info("TFTP server listening", "addr", o.tftpListen, "root", root, "files", found)
 	return nil
@@ -267,21 +263,31 @@ func (o *netbootOptions) startDHCP(ctx context.Context, bootURL, dataDir string,
 	if err != nil {
 		return fmt.Errorf("DHCP: %w", err)
 	}
+	if err := serveInBackground("DHCP on "+o.dhcpInterface, func() error { return srv.ListenAndServe(ctx) }, log); err != nil {
+		return err
+	}
+	log.Info("DHCP server running", "mode", o.dhcp, "interface", o.dhcpInterface, "range", o.dhcpRange)
+	return nil
+}
+
+// serveInBackground runs serve, which blocks until serve's context ends. An
+// error in its first 200 ms (a port taken, a missing interface) is returned,
+// so `ironlite serve` fails at start saying why; a later one is logged.
+func serveInBackground(what string, serve func() error, log *slog.Logger) error {
 	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe(ctx) }()
+	go func() { errc <- serve() }()
 	select {
 	case err := <-errc:
-		if err == nil {
-			return nil
+		if err != nil {
+			return fmt.Errorf("%s: %w", what, err)
 		}
-		return fmt.Errorf("DHCP on %s: %w", o.dhcpInterface, err)
+		return nil
 	case <-time.After(200 * time.Millisecond):
 	}
 	go func() {
 		if err := <-errc; err != nil {
-			log.Error("DHCP server stopped", "err", err)
+			log.Error(what+" stopped", "err", err)
 		}
 	}()
-	log.Info("DHCP server running", "mode", o.dhcp, "interface", o.dhcpInterface, "range", o.dhcpRange)
 	return nil
 }

@@ -357,3 +357,36 @@ func TestDeployBIOS(t *testing.T) {
 		}
 	})
 }
+
+// TestDeployUEFI deploys onto a UEFI machine whose firmware network-boots
+// by itself (OVMF's PXE, no iPXE ROM): the controller's DHCP hands it an
+// iPXE EFI binary over the controller's TFTP, iPXE comes back for the
+// boot script, the agent writes the image and GRUB boots it from disk.
+func TestDeployUEFI(t *testing.T) {
+	if _, err := os.Stat("/usr/share/OVMF/OVMF_CODE_4M.fd"); err != nil {
+		t.Fatalf("OVMF not installed (make deps): %v", err)
+	}
+	e := newDeployEnv(t, "uefi", []string{"--uefi-native-pxe"}, "--deploy-callback-timeout", "180s")
+	e.enroll()
+	if st, m := e.api("PATCH", "/v1/nodes/"+e.nodeName, []map[string]any{{"op": "add", "path": "/automated_clean", "value": false}}); st != 200 {
+		t.Fatalf("automated_clean: %d %v", st, m)
+	}
+	e.provision(map[string]any{"target": "provide"})
+	e.waitState("available", time.Minute)
+
+	e.setImage(nil)
+	serialAt := len(e.node.serial())
+	start := time.Now()
+	e.provision(map[string]any{"target": "active", "configdrive": map[string]any{
+		"meta_data": map[string]any{"hostname": "e2e-uefi"}}})
+	n := e.waitState("active", 5*time.Minute)
+	e.timings.mark("deploy (UEFI, firmware PXE -> TFTP iPXE): available -> active", start)
+	t.Logf("deploy phases recorded on the node: %v", n["driver_internal_info"].(map[string]any)["ironlite_deploy"])
+	if !strings.Contains(e.ctl.logs.String(), "snponly.efi") && !strings.Contains(e.ctl.logs.String(), "ipxe.efi") {
+		t.Errorf("the controller's log shows no iPXE EFI binary handed out over DHCP/TFTP")
+	}
+	start = time.Now()
+	e.node.waitSerial(t, serialAt, 3*time.Minute, markerBooted, markerHostname+"e2e-uefi")
+	e.timings.mark("instance boot from disk (UEFI, GRUB)", start)
+	e.checkDiskMatchesImage()
+}

@@ -20,6 +20,7 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 
 	"github.com/ironlite/ironlite/controller/conductor"
+	"github.com/ironlite/ironlite/controller/imagestore"
 	"github.com/ironlite/ironlite/controller/store"
 )
 
@@ -38,6 +39,8 @@ type Config struct {
 	MaxBodyBytes int64
 	// MaxLimit caps page sizes; default 1000 ([api]max_limit).
 	MaxLimit int
+	// Images is the image service behind /v1/images; nil disables it.
+	Images *imagestore.Store
 }
 
 // Server is the API.
@@ -129,6 +132,8 @@ func (s *Server) routes(e *echo.Echo) {
 	v1.GET("/lookup", s.lookup)
 	v1.POST("/heartbeat/:node", s.heartbeat)
 	v1.GET("/nodes/:node/inventory", s.inventory)
+
+	s.imageRoutes(v1)
 
 	v1.GET("/drivers", s.listDrivers)
 	v1.GET("/drivers/:driver", s.showDriver)

@@ -481,6 +481,7 @@ func (a *app) nodeProvision(v provisionVerb) *cobra.Command {
 	var (
 		wait                                    int
 		configDrive, cleanSteps, rescuePassword string
+		image, imageChecksum                    string
 	)
 	cmd := &cobra.Command{
 		Use:   v.cmd + " NODE [NODE...]",
@@ -505,6 +506,11 @@ func (a *app) nodeProvision(v provisionVerb) *cobra.Command {
 			if rescuePassword != "" {
 				body["rescue_password"] = rescuePassword
 			}
+			if image != "" {
+				if err := a.setInstanceImage(cmd.ErrOrStderr(), args, image, imageChecksum, cmd.Flags().Changed("wait")); err != nil {
+					return err
+				}
+			}
 			for _, id := range args {
 				if err := a.client.Do("PUT", nodePath(id)+"/states/provision", body, nil); err != nil {
 					return err
@@ -526,6 +532,8 @@ func (a *app) nodeProvision(v provisionVerb) *cobra.Command {
 	switch v.cmd {
 	case "deploy", "rebuild":
 		f.StringVar(&configDrive, "config-drive", "", "config drive: a gzip+base64 ISO, a URL, a JSON object or @FILE with JSON")
+		f.StringVar(&image, "image", "", "image to deploy, set as instance_info image_source: a catalogue reference (images:centos/9-Stream, ubuntu:24.04; imported first with --wait), an http(s) URL (with --image-checksum) or file:///path")
+		f.StringVar(&imageChecksum, "image-checksum", "", "ALGO:HEX checksum of an http(s) --image (sha256, sha384 or sha512)")
 	case "clean":
 		f.StringVar(&cleanSteps, "clean-steps", "", "clean steps as JSON, @FILE or - for stdin")
 		_ = cmd.MarkFlagRequired("clean-steps")

@@ -40,7 +40,7 @@ The API endpoint comes from --url, IRONLITE_URL or OS_ENDPOINT
 		},
 	}
 	root.PersistentFlags().StringVar(&a.url, "url", defaultURL(), "ironlite (or Ironic) API endpoint; env IRONLITE_URL or OS_ENDPOINT")
-	root.AddCommand(a.nodeCmd(), a.portCmd(), a.driverCmd())
+	root.AddCommand(a.nodeCmd(), a.portCmd(), a.driverCmd(), a.imageCmd())
 	return root
 }
 

@@ -36,6 +36,9 @@ type Source struct {
 // configured.
 var ErrUnknownSource = errors.New("unknown image source")
 
+// ErrInvalidSource is returned (wrapped) by Add for a bad name or URL.
+var ErrInvalidSource = errors.New("invalid image source")
+
 // sourceName is what may precede the colon in SOURCE:ALIAS. It excludes the
 // URL schemes we resolve ourselves so "http:..." can never be shadowed.
 var sourceName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
@@ -85,14 +88,14 @@ func OpenSources(dataDir string) (*Sources, error) {
 // in "/" (item paths are relative to it).
 func checkSource(name, raw string) (string, error) {
 	if !sourceName.MatchString(name) || slices.Contains(reservedNames, name) {
-		return "", fmt.Errorf("invalid source name %q: want lower-case letters, digits, '.', '_' or '-', and not http, https or file", name)
+		return "", fmt.Errorf("%w: invalid source name %q: want lower-case letters, digits, '.', '_' or '-', and not http, https or file", ErrInvalidSource, name)
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return "", fmt.Errorf("source %q: invalid URL %q: %w", name, raw, err)
+		return "", fmt.Errorf("%w: %q: URL %q: %w", ErrInvalidSource, name, raw, err)
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return "", fmt.Errorf("source %q: URL %q must be http(s)://host/path without credentials, query or fragment", name, raw)
+		return "", fmt.Errorf("%w: %q: URL %q must be http(s)://host/path without credentials, query or fragment", ErrInvalidSource, name, raw)
 	}
 	if !strings.HasSuffix(u.Path, "/") {
 		u.Path += "/"

@@ -182,6 +182,12 @@ func serve(ctx context.Context, o *serveOptions) error {
 	if err != nil {
 		return err
 	}
+	imgs, err := openImages(o.dataDir, bootURL, st, log)
+	if err != nil {
+		return err
+	}
+	defer imgs.Close()
+	hw.direct.Images = imgs
 	reg := drivers.NewRegistry()
 	fake.Register(reg)
 	defer registerHardware(reg, hw, log)()
@@ -207,7 +213,7 @@ func serve(ctx context.Context, o *serveOptions) error {
 	defer cond.Stop()
 
 	mux := http.NewServeMux()
-	mux.Handle("/", api.New(cond, api.Config{PublicURL: o.publicURL}, log))
+	mux.Handle("/", api.New(cond, api.Config{PublicURL: o.publicURL, Images: imgs}, log))
 	if bootURL != "" {
 		boot, err := pxe.NewHTTPHandler(bootURL, bootResolver{cond}, log)
 		if err != nil {
@@ -216,6 +222,7 @@ func serve(ctx context.Context, o *serveOptions) error {
 		for _, route := range pxe.Routes() {
 			mux.Handle(route, boot)
 		}
+		mux.Handle("GET /images/", imgs.Handler())
 	} else {
 		log.Warn("network boot is off: --listen is a wildcard address; set --boot-url to the address machines reach this controller at")
 	}

@@ -33,7 +33,10 @@ type DirectConfig struct {
 	// so automated cleaning erases metadata only; set it to 10 for a full
 	// erase]
 	CleanStepPriority map[string]int
-	Log               *slog.Logger
+	// Images resolves catalogue references in image_source; nil: only
+	// URLs and file:// paths are accepted.
+	Images Images
+	Log    *slog.Logger
 }
 
 // Direct is Ironic's "direct" deploy interface: the node boots the agent,
@@ -186,7 +189,7 @@ func (d *Direct) Deploy(ctx context.Context, n *model.Node) (drivers.StepState, 
 	n.InstanceInfo["image_type"] = "whole-disk"
 	internal(n)["is_whole_disk_image"] = true
 	startFlow(n, deployKey, phaseBoot)
-	if err := d.resolveImage(n); err != nil {
+	if err := d.resolveImage(ctx, n); err != nil {
 		return drivers.Done, fmt.Errorf("Failed to prepare to deploy: %w", err)
 	}
 	n.DeployStep = step("deploy", "deploy", 100)

@@ -124,6 +124,13 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	return newEnvWith(t, nil)
+}
+
+// newEnvWith is newEnv with the direct deploy's configuration adjusted by
+// tune (may be nil).
+func newEnvWith(t *testing.T, tune func(*agent.DirectConfig)) *env {
+	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
 	st, err := store.OpenSQLite(ctx, filepath.Join(dir, "db.sqlite"))
@@ -139,8 +146,11 @@ func newEnv(t *testing.T) *env {
 	fake.Register(reg)
 	agent.Register(reg)
 	ipxe.Register(reg, ipxe.Config{BootURL: "http://10.0.0.1:6385", DeployKernel: kernel, DeployRamdisk: ramdisk})
-	agent.RegisterDirect(reg, agentclient.New(agentclient.Options{Attempts: 1, Logger: log}),
-		agent.DirectConfig{BootURL: "http://10.0.0.1:6385", PowerOffChecks: 2, PowerOffInterval: time.Millisecond, Log: log})
+	dc := agent.DirectConfig{BootURL: "http://10.0.0.1:6385", PowerOffChecks: 2, PowerOffInterval: time.Millisecond, Log: log}
+	if tune != nil {
+		tune(&dc)
+	}
+	agent.RegisterDirect(reg, agentclient.New(agentclient.Options{Attempts: 1, Logger: log}), dc)
 	reg.AddHardwareType(&drivers.HardwareType{Name: "test-direct", Supported: map[string][]string{
 		"power": {"fake"}, "management": {"fake"}, "boot": {"ipxe"}, "deploy": {"direct"},
 		"inspect": {"agent", "no-inspect"}, "raid": {"no-raid"}, "bios": {"no-bios"}, "console": {"no-console"},

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -10,9 +11,24 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"time"
 
+	"github.com/ironlite/ironlite/controller/imagestore"
 	"github.com/ironlite/ironlite/controller/model"
+	"github.com/ironlite/ironlite/images/cache"
+	"github.com/ironlite/ironlite/images/catalog"
 )
+
+// Images is the controller's image catalogue as the deploy needs it: a
+// catalogue reference (SOURCE:ALIAS) is imported into the cache, if it is
+// not there yet, and the agent downloads it from the controller.
+type Images interface {
+	// Check tells, without network access, whether ref can be resolved
+	// at all (its source is configured).
+	Check(ref string) error
+	Fetch(ctx context.Context, ref string, opt catalog.Options, progress func(done, total int64)) (cache.Entry, error)
+	URL(e cache.Entry) (string, error)
+}
 
 // imageKey in driver_internal_info holds what the deploy resolved about the
 // instance image: for a file:// source the local path, its size and the
@@ -36,6 +52,12 @@ func (d *Direct) ValidateInstance(n *model.Node) error {
 	if src == "" {
 		return fmt.Errorf("instance_info image_source is required: the http(s):// URL or file:// path of a whole-disk image (raw or qcow2), e.g. openstack baremetal node set %s --instance-info image_source=http://server/image.qcow2 --instance-info image_os_hash_algo=sha256 --instance-info image_os_hash_value=<hex>", nodeRef(n))
 	}
+	if imagestore.IsCatalogRef(src) {
+		if err := d.checkCatalogRef(ii, src); err != nil {
+			return err
+		}
+		return checkRootDevices(n)
+	}
 	u, err := url.Parse(src)
 	if err != nil {
 		return fmt.Errorf("instance_info image_source %q is not a URL: %v", src, err)
@@ -58,7 +80,7 @@ func (d *Direct) ValidateInstance(n *model.Node) error {
 			}
 		}
 	case "":
-		return fmt.Errorf("instance_info image_source %q: ironlite has no Glance image service; use an http(s):// URL or a file:// path", src)
+		return fmt.Errorf("instance_info image_source %q: ironlite has no Glance image service; use an http(s):// URL, a file:// path or a catalogue reference such as images:centos/9-Stream (see `ironlite image list --remote images`)", src)
 	default:
 		return fmt.Errorf("instance_info image_source %q: unsupported scheme %q (use http, https or file)", src, u.Scheme)
 	}
@@ -70,7 +92,28 @@ func (d *Direct) ValidateInstance(n *model.Node) error {
 	if t := model.Str(ii, "image_type"); t != "" && t != "whole-disk" {
 		return fmt.Errorf("instance_info image_type %q is not supported: ironlite deploys whole-disk images only", t)
 	}
-	for _, src := range []model.JSONObject{ii, n.Properties} {
+	return checkRootDevices(n)
+}
+
+// checkCatalogRef validates a SOURCE:ALIAS image_source: the catalogue
+// gives the checksum and format, so instance_info must not contradict it.
+func (d *Direct) checkCatalogRef(ii model.JSONObject, src string) error {
+	if d.cfg.Images == nil {
+		return fmt.Errorf("instance_info image_source %q is a catalogue reference, but this controller has no image service", src)
+	}
+	if err := d.cfg.Images.Check(src); err != nil {
+		return fmt.Errorf("instance_info image_source: %w", err)
+	}
+	for _, k := range []string{"image_os_hash_algo", "image_os_hash_value", "image_checksum", "image_disk_format"} {
+		if _, ok := ii[k]; ok {
+			return fmt.Errorf("instance_info %s cannot be given with the catalogue reference %q: the catalogue publishes the image's sha256 and format", k, src)
+		}
+	}
+	return nil
+}
+
+func checkRootDevices(n *model.Node) error {
+	for _, src := range []model.JSONObject{n.InstanceInfo, n.Properties} {
 		if rd, ok := src["root_device"]; ok {
 			if err := checkRootDevice(rd); err != nil {
 				return err
@@ -149,15 +192,20 @@ func localImage(u *url.URL) (string, error) {
 
 // resolveImage records what the agent will be sent. A file:// image is
 // served by the controller at <BootURL>/boot/nodes/<uuid>/image/<name>; its
-// sha256 is computed here unless instance_info gives one.
-func (d *Direct) resolveImage(n *model.Node) error {
+// sha256 is computed here unless instance_info gives one. A catalogue
+// reference is imported into the image cache first (waiting for the
+// download) and served from there.
+func (d *Direct) resolveImage(ctx context.Context, n *model.Node) error {
 	src := model.Str(n.InstanceInfo, "image_source")
+	dii := internal(n)
+	delete(dii, imageKey)
+	if imagestore.IsCatalogRef(src) {
+		return d.resolveCatalogRef(ctx, n, src)
+	}
 	u, err := url.Parse(src)
 	if err != nil {
 		return err
 	}
-	dii := internal(n)
-	delete(dii, imageKey)
 	if u.Scheme != "file" {
 		n.InstanceInfo["image_url"] = src
 		return nil
@@ -185,6 +233,44 @@ func (d *Direct) resolveImage(n *model.Node) error {
 	return nil
 }
 
+func (d *Direct) resolveCatalogRef(ctx context.Context, n *model.Node, src string) error {
+	log := d.log.With("node", n.UUID, "image", src)
+	log.Info("resolving and caching the catalogue image")
+	started := time.Now()
+	next := 0.0
+	e, err := d.cfg.Images.Fetch(ctx, src, catalog.Options{Arch: model.Str(n.Properties, "cpu_arch")}, func(done, total int64) {
+		if total > 0 && float64(done)/float64(total) >= next {
+			log.Info("image import", "percent", int(100*float64(done)/float64(total)), "bytes", done)
+			next += 0.25
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("image %s: %w", src, err)
+	}
+	u, err := d.cfg.Images.URL(e)
+	if err != nil {
+		return err
+	}
+	internal(n)[imageKey] = map[string]any{"ref": src, "sha256": e.SHA256, "name": e.Name, "size": e.Size,
+		"disk_format": e.DiskFormat, "os_hash_algo": "sha256", "os_hash_value": e.SHA256}
+	n.InstanceInfo["image_url"] = u
+	log.Info("image ready", "sha256", e.SHA256, "size", e.Size, "took", time.Since(started).Round(time.Millisecond))
+	return nil
+}
+
+// ImageUsers returns the nodes among ns whose running deploy uses the
+// cached image sha (the image service refuses to delete it meanwhile).
+func ImageUsers(ns []*model.Node, sha string) []string {
+	var out []string
+	for _, n := range ns {
+		local, _ := n.DriverInternalInfo[imageKey].(map[string]any)
+		if deploying(n) && local["sha256"] == sha {
+			out = append(out, n.UUID)
+		}
+	}
+	return out
+}
+
 // imageInfo builds IPA's image_info (reference §3.9) for a whole-disk image.
 func imageInfo(n *model.Node) map[string]any {
 	ii := n.InstanceInfo
@@ -192,7 +278,7 @@ func imageInfo(n *model.Node) map[string]any {
 	info := map[string]any{
 		"id":                path.Base(strings.TrimRight(src, "/")),
 		"urls":              []string{model.Str(ii, "image_url")},
-		"disk_format":       nilIfEmpty(model.Str(ii, "image_disk_format")),
+		"disk_format":       nilIfEmpty(diskFormat(n)),
 		"container_format":  nilIfEmpty(model.Str(ii, "image_container_format")),
 		"stream_raw_images": true,
 		"node_uuid":         n.UUID,
@@ -217,6 +303,16 @@ func imageInfo(n *model.Node) map[string]any {
 		}
 	}
 	return info
+}
+
+// diskFormat is instance_info's image_disk_format, or the catalogue's.
+func diskFormat(n *model.Node) string {
+	if f := model.Str(n.InstanceInfo, "image_disk_format"); f != "" {
+		return f
+	}
+	local, _ := n.DriverInternalInfo[imageKey].(map[string]any)
+	f, _ := local["disk_format"].(string)
+	return f
 }
 
 func nilIfEmpty(s string) any {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ironlite/ironlite/images/streamtest"
 	"github.com/ironlite/ironlite/internal/vmtest"
 )
 
@@ -374,13 +375,25 @@ func TestDeployUEFI(t *testing.T) {
 	e.provision(map[string]any{"target": "provide"})
 	e.waitState("available", time.Minute)
 
-	e.setImage(nil)
+	// The one-command path: the image comes from a simplestreams source
+	// (served inside the lab's netns, where the controller runs) by its
+	// alias; the CLI imports it into the controller's cache with a
+	// progress bar, then deploys it, and the agent fetches it from the
+	// controller.
+	src := e.serveStreams(streamtest.Image{Alias: "ironlite/test", Data: mustRead(t, e.image)})
 	serialAt := len(e.node.serial())
 	start := time.Now()
-	e.provision(map[string]any{"target": "active", "configdrive": map[string]any{
-		"meta_data": map[string]any{"hostname": "e2e-uefi"}}})
+	e.cli("image", "source", "add", "lab", src)
+	out := e.cli("node", "deploy", e.nodeName, "--image", "lab:ironlite/test",
+		"--config-drive", `{"meta_data": {"hostname": "e2e-uefi"}}`, "--wait", "300")
+	if !strings.Contains(out, "imported lab:ironlite/test") || !strings.Contains(out, e.nodeName+": active") {
+		t.Errorf("ironlite node deploy --image output:\n%s", out)
+	}
 	n := e.waitState("active", 5*time.Minute)
-	e.timings.mark("deploy (UEFI, firmware PXE -> TFTP iPXE): available -> active", start)
+	e.timings.mark("deploy by catalogue alias (UEFI, firmware PXE -> TFTP iPXE): available -> active", start)
+	if urls := e.ctl.logs.String(); !strings.Contains(urls, "/images/"+e.imageSHA+"/") {
+		t.Errorf("the agent was not sent the controller's cached image URL")
+	}
 	t.Logf("deploy phases recorded on the node: %v", n["driver_internal_info"].(map[string]any)["ironlite_deploy"])
 	if !strings.Contains(e.ctl.logs.String(), "snponly.efi") && !strings.Contains(e.ctl.logs.String(), "ipxe.efi") {
 		t.Errorf("the controller's log shows no iPXE EFI binary handed out over DHCP/TFTP")
@@ -389,4 +402,49 @@ func TestDeployUEFI(t *testing.T) {
 	e.node.waitSerial(t, serialAt, 3*time.Minute, markerBooted, markerHostname+"e2e-uefi")
 	e.timings.mark("instance boot from disk (UEFI, GRUB)", start)
 	e.checkDiskMatchesImage()
+}
+
+func mustRead(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// serveStreams writes a simplestreams tree and serves it with python's
+// http.server inside the lab's netns; it returns the tree's URL there.
+func (e *deployEnv) serveStreams(imgs ...streamtest.Image) string {
+	e.t.Helper()
+	dir := e.t.TempDir()
+	streamtest.Write(e.t, dir, imgs...)
+	port := vmtest.FreePort(e.t)
+	cmd := exec.Command("ip", "netns", "exec", "ilab-"+e.lab.name, "python3", "-m", "http.server",
+		"--bind", "127.0.0.1", "--directory", dir, fmt.Sprint(port))
+	if err := cmd.Start(); err != nil {
+		e.t.Fatalf("serve the simplestreams tree: %v", err)
+	}
+	e.t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	u := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	for i := 0; ; i++ {
+		if out, err := exec.Command("ip", "netns", "exec", "ilab-"+e.lab.name, "curl", "-sf", "-o", "/dev/null", u+"streams/v1/index.json").CombinedOutput(); err == nil {
+			break
+		} else if i == 50 {
+			e.t.Fatalf("the simplestreams tree does not answer: %v %s", err, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return u
+}
+
+// cli runs the ironlite client against the controller and returns its
+// combined output.
+func (e *deployEnv) cli(args ...string) string {
+	e.t.Helper()
+	out, err := exec.Command(e.ctl.bin, append([]string{"--url", e.apiBase}, args...)...).CombinedOutput()
+	if err != nil {
+		e.t.Fatalf("ironlite %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
 }

@@ -71,6 +71,16 @@ func SHA256(b []byte) string {
 func New(t testing.TB, imgs ...Image) *Server {
 	t.Helper()
 	dir := t.TempDir()
+	Write(t, dir, imgs...)
+	s := &Server{Server: httptest.NewServer(http.FileServer(http.Dir(dir))), Dir: dir}
+	t.Cleanup(s.Close)
+	return s
+}
+
+// Write writes the tree for imgs into dir, for a server of the caller's
+// (e.g. one inside a network namespace).
+func Write(t testing.TB, dir string, imgs ...Image) {
+	t.Helper()
 	products := map[string]any{}
 	for _, img := range imgs {
 		item := ItemPath(img)
@@ -103,9 +113,6 @@ func New(t testing.TB, imgs ...Image) *Server {
 			"format": "products:1.0", "products": ids}}})
 	writeJSON(t, dir, "streams/v1/images.json", map[string]any{"content_id": "images",
 		"datatype": "image-downloads", "format": "products:1.0", "products": products})
-	s := &Server{Server: httptest.NewServer(http.FileServer(http.Dir(dir))), Dir: dir}
-	t.Cleanup(s.Close)
-	return s
 }
 
 func writeJSON(t testing.TB, dir, rel string, v any) {

@@ -394,6 +394,10 @@ func TestDeployValidation(t *testing.T) {
 		{model.JSONObject{"image_source": "7b1c2e3d-glance-id"}, "no Glance"},
 		{model.JSONObject{"image_source": "file://" + e.image, "image_disk_format": "vmdk"}, "image_disk_format"},
 		{model.JSONObject{"image_source": "file://" + e.image, "root_device": map[string]any{"colour": "blue"}}, "unknown hint"},
+		{model.JSONObject{"image_source": "file://" + e.image, "ephemeral_gb": -1}, "ephemeral_gb must not be negative"},
+		{model.JSONObject{"image_source": "file://" + e.image, "swap_mb": "lots"}, "swap_mb must be a whole number"},
+		{model.JSONObject{"image_source": "file://" + e.image, "ephemeral_gb": 1, "ephemeral_format": "ntfs"}, "ephemeral_format \"ntfs\" is not supported"},
+		{model.JSONObject{"image_source": "file://" + e.image, "preserve_ephemeral": "maybe"}, "preserve_ephemeral must be true or false"},
 	} {
 		e.setInstance(c.ii)
 		err := e.c.Provision(context.Background(), e.node.UUID, conductor.ProvisionRequest{Target: "active"})

@@ -1,15 +1,19 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/url"
 	"os"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -51,6 +55,9 @@ func (d *Direct) ValidateInstance(n *model.Node) error {
 	src := model.Str(ii, "image_source")
 	if src == "" {
 		return fmt.Errorf("instance_info image_source is required: the http(s):// URL or file:// path of a whole-disk image (raw or qcow2), e.g. openstack baremetal node set %s --instance-info image_source=http://server/image.qcow2 --instance-info image_os_hash_algo=sha256 --instance-info image_os_hash_value=<hex>", nodeRef(n))
+	}
+	if _, err := extraPartitions(ii); err != nil {
+		return err
 	}
 	if imagestore.IsCatalogRef(src) {
 		if err := d.checkCatalogRef(ii, src); err != nil {
@@ -110,6 +117,80 @@ func (d *Direct) checkCatalogRef(ii model.JSONObject, src string) error {
 		}
 	}
 	return nil
+}
+
+// ephemeralFormats are the filesystems the agent can put on the
+// ephemeral partition.
+var ephemeralFormats = []string{"ext4", "xfs", "vfat"}
+
+// extraPartitions reads Ironic's partition-image keys, which ironlite also
+// honours after a whole-disk image (an extension): ephemeral_gb,
+// ephemeral_format, swap_mb and preserve_ephemeral. It returns the
+// image_info keys the agent takes (IPA's names: ephemeral_mb,
+// ephemeral_format, swap_mb, preserve_ephemeral), only those in use.
+func extraPartitions(ii model.JSONObject) (map[string]any, error) {
+	out := map[string]any{}
+	num := func(key string) (int64, error) {
+		v, ok := ii[key]
+		if !ok || v == nil || v == "" {
+			return 0, nil
+		}
+		var n int64
+		switch x := v.(type) {
+		case float64:
+			if x != float64(int64(x)) {
+				return 0, fmt.Errorf("instance_info %s must be a whole number, not %v", key, x)
+			}
+			n = int64(x)
+		case json.Number:
+			i, err := x.Int64()
+			if err != nil {
+				return 0, fmt.Errorf("instance_info %s must be a whole number, not %v", key, x)
+			}
+			n = i
+		case string:
+			i, err := strconv.ParseInt(strings.TrimSpace(x), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("instance_info %s must be a whole number, not %q", key, x)
+			}
+			n = i
+		default:
+			return 0, fmt.Errorf("instance_info %s must be a whole number, not %v", key, v)
+		}
+		if n < 0 {
+			return 0, fmt.Errorf("instance_info %s must not be negative (%d)", key, n)
+		}
+		return n, nil
+	}
+	eph, err := num("ephemeral_gb")
+	if err != nil {
+		return nil, err
+	}
+	swap, err := num("swap_mb")
+	if err != nil {
+		return nil, err
+	}
+	format := model.Str(ii, "ephemeral_format")
+	if format != "" && !slices.Contains(ephemeralFormats, format) {
+		return nil, fmt.Errorf("instance_info ephemeral_format %q is not supported: use one of %s", format, strings.Join(ephemeralFormats, ", "))
+	}
+	if eph > 0 {
+		out["ephemeral_mb"] = eph * 1024
+		out["ephemeral_format"] = cmp.Or(format, "ext4")
+	}
+	if swap > 0 {
+		out["swap_mb"] = swap
+	}
+	if v, ok := ii["preserve_ephemeral"]; ok && v != nil {
+		b, err := strconv.ParseBool(fmt.Sprint(v))
+		if err != nil {
+			return nil, fmt.Errorf("instance_info preserve_ephemeral must be true or false, not %v", v)
+		}
+		if b {
+			out["preserve_ephemeral"] = true
+		}
+	}
+	return out, nil
 }
 
 func checkRootDevices(n *model.Node) error {
@@ -290,6 +371,8 @@ func imageInfo(n *model.Node) map[string]any {
 	} else if local, ok := n.DriverInternalInfo[imageKey].(map[string]any); ok {
 		info["os_hash_algo"], info["os_hash_value"] = local["os_hash_algo"], local["os_hash_value"]
 	}
+	extra, _ := extraPartitions(ii) // validated before the deploy started
+	maps.Copy(info, extra)
 	proxies := map[string]any{}
 	for k, key := range map[string]string{"http": "image_http_proxy", "https": "image_https_proxy"} {
 		if v := model.Str(n.DriverInfo, key); v != "" {

@@ -117,3 +117,32 @@ func TestDeployByAlias(t *testing.T) {
 		t.Errorf("delete after the deploy: %v", err)
 	}
 }
+
+// TestDeployExtraPartitions: instance_info's ephemeral_gb, ephemeral_format
+// and swap_mb reach the agent as IPA's image_info keys.
+func TestDeployExtraPartitions(t *testing.T) {
+	for _, c := range []struct {
+		ii   model.JSONObject
+		want map[string]any
+	}{
+		{model.JSONObject{"ephemeral_gb": 2, "ephemeral_format": "xfs", "swap_mb": "512"},
+			map[string]any{"ephemeral_mb": 2048.0, "ephemeral_format": "xfs", "swap_mb": 512.0}},
+		{model.JSONObject{"ephemeral_gb": 1}, map[string]any{"ephemeral_mb": 1024.0, "ephemeral_format": "ext4", "swap_mb": nil}},
+		{model.JSONObject{"swap_mb": 0, "ephemeral_gb": 0}, map[string]any{"ephemeral_mb": nil, "swap_mb": nil}},
+	} {
+		e := newEnv(t)
+		f := false
+		e.c.UpdateNode(context.Background(), e.node.UUID, func(n *model.Node) error { n.AutomatedClean = &f; return nil })
+		e.provision("provide")
+		c.ii["image_source"] = "file://" + e.image
+		e.setInstance(c.ii)
+		e.provision("active")
+		e.boot()
+		info := e.agent.params["standby.prepare_image"]["image_info"].(map[string]any)
+		for k, v := range c.want {
+			if info[k] != v {
+				t.Errorf("instance_info %v: image_info[%s] = %v, want %v", c.ii, k, info[k], v)
+			}
+		}
+	}
+}

@@ -15,7 +15,6 @@ package api
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"net/url"
@@ -78,24 +77,6 @@ func (s *Server) renderImage(c echo.Context, img imagestore.Image) imageView {
 	return imageView{Image: img, Links: links(s.baseURL(c), "images", img.ID)}
 }
 
-// decodeStrict decodes a JSON body into v, refusing unknown fields: a
-// misspelt "checksum" must not silently import without one.
-func decodeStrict(c echo.Context, v any) error {
-	dec := json.NewDecoder(c.Request().Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return err
-		}
-		return badRequest("Malformed JSON in request body: %s", err)
-	}
-	if dec.More() {
-		return badRequest("Malformed JSON in request body: unexpected data after the JSON value")
-	}
-	return nil
-}
-
 // imageParam is the {image} path element, unescaped: a reference such as
 // "images:centos/9-Stream" arrives as "images:centos%2F9-Stream".
 func imageParam(c echo.Context) string {
@@ -145,7 +126,7 @@ func (s *Server) importImage(c echo.Context) error {
 		Arch       string `json:"arch"`
 		Size       int64  `json:"size"`
 	}
-	if err := decodeStrict(c, &req); err != nil {
+	if err := decodeBodyStrict(c, &req); err != nil {
 		return err
 	}
 	if strings.TrimSpace(req.Ref) == "" {
@@ -198,7 +179,7 @@ func (s *Server) addImageSource(c echo.Context) error {
 		return err
 	}
 	var req catalog.Source
-	if err := decodeStrict(c, &req); err != nil {
+	if err := decodeBodyStrict(c, &req); err != nil {
 		return err
 	}
 	if err := st.Sources().Add(req.Name, req.URL); err != nil {

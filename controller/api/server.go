@@ -354,9 +354,18 @@ func links(base, kind, id string) []link {
 }
 
 // decodeBody decodes a JSON body strictly into v (numbers kept exact).
-func decodeBody(c echo.Context, v any) error {
+func decodeBody(c echo.Context, v any) error { return decode(c, v, false) }
+
+// decodeBodyStrict is decodeBody refusing unknown fields (the extension
+// APIs: a misspelt "checksum" must not import an image without one).
+func decodeBodyStrict(c echo.Context, v any) error { return decode(c, v, true) }
+
+func decode(c echo.Context, v any, strict bool) error {
 	dec := json.NewDecoder(c.Request().Body)
 	dec.UseNumber()
+	if strict {
+		dec.DisallowUnknownFields()
+	}
 	if err := dec.Decode(v); err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {

@@ -18,8 +18,6 @@ import (
 	"github.com/ironlite/ironlite/controller/drivers/fake"
 	"github.com/ironlite/ironlite/controller/imagestore"
 	"github.com/ironlite/ironlite/controller/store"
-	"github.com/ironlite/ironlite/images/cache"
-	"github.com/ironlite/ironlite/images/catalog"
 	"github.com/ironlite/ironlite/images/streamtest"
 )
 
@@ -27,15 +25,10 @@ import (
 func controller(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	srcs, err := catalog.OpenSources(dir)
+	imgs, err := imagestore.Open(dir, imagestore.Config{BaseURL: "http://192.0.2.1:6385"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := cache.Open(filepath.Join(dir, "images"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	imgs := imagestore.New(imagestore.Config{Catalog: catalog.New(srcs, nil), Cache: c, BaseURL: "http://192.0.2.1:6385"})
 	st, err := store.OpenSQLite(context.Background(), filepath.Join(dir, "db.sqlite"))
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -104,6 +105,22 @@ func New(cfg Config) *Store {
 	cfg.BaseURL = strings.TrimRight(cfg.BaseURL, "/")
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Store{cfg: cfg, log: cfg.Log, ctx: ctx, cancel: cancel, jobs: map[string]*job{}}
+}
+
+// Open opens the image service of a data dir: the simplestreams sources
+// in <dataDir>/image-sources.json and the cache in <dataDir>/images/.
+// cfg's Catalog and Cache are filled in.
+func Open(dataDir string, cfg Config) (*Store, error) {
+	srcs, err := catalog.OpenSources(dataDir)
+	if err != nil {
+		return nil, fmt.Errorf("image sources: %w", err)
+	}
+	c, err := cache.Open(filepath.Join(dataDir, "images"), nil)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Catalog, cfg.Cache = catalog.New(srcs, nil), c
+	return New(cfg), nil
 }
 
 // Close stops the background imports (their partial files stay and are

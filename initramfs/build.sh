@@ -2,6 +2,7 @@
 # Build the ironlite deploy ramdisk:
 #   build/ironlite-agent.cpio.gz   u-root init + gosh rescue shell + ironlite-agent (uinit)
 #                                  + kernel modules (initramfs/modules.list + deps) + mdadm
+#                                  + mke2fs/mkfs.ext4, mkfs.xfs, mkfs.fat/mkfs.vfat, mkswap, blkid
 #   build/vmlinuz                  the matching Debian kernel
 #   build/ramdisk-size.txt         the size report (also printed)
 #
@@ -111,19 +112,53 @@ depmod -b "$STAGE" "$KVER"
 rm -f "$SM"/*.bin # kmodule and our coldplug read the text files only
 NMODS=$(wc -l <"$WORK/modules.files")
 
-# --- mdadm with its libraries (not from the build host: a fixed, known set) ---
+# --- mdadm and the mkfs tools, with their libraries ----------------------------
+# Taken from Debian's packages (not the build host): a fixed, known set. Each tool
+# is listed with its package, each library with its package; the check below
+# fails the build if a binary needs a library that is not shipped.
+#   mdadm                          mdadm      libudev1
+#   mke2fs (mkfs.ext4), mke2fs.conf e2fsprogs  libext2fs2 (libext2fs, libe2p) libcom-err2
+#   mkfs.xfs                       xfsprogs   libinih1 liburcu8
+#   mkfs.fat (mkfs.vfat)           dosfstools
+#   mkswap, blkid                  util-linux libselinux1 libpcre2-8-0
+#   (shared)                                  libblkid1 libuuid1 libc6
 EXTRA=$WORK/extra
-mkdir -p "$WORK/deb" "$EXTRA/sbin" "$EXTRA/lib/x86_64-linux-gnu" "$EXTRA/lib64"
-for p in mdadm libudev1 libc6; do dpkg-deb -x "$(fetch "$p")" "$WORK/deb"; done
-cp "$WORK/deb/sbin/mdadm" "$EXTRA/sbin/mdadm"
-for lib in libudev.so.1 libc.so.6; do
+mkdir -p "$WORK/deb" "$EXTRA/sbin" "$EXTRA/lib/x86_64-linux-gnu" "$EXTRA/lib64" "$EXTRA/etc"
+for p in mdadm libudev1 libc6 e2fsprogs libext2fs2 libcom-err2 libblkid1 libuuid1 xfsprogs libinih1 liburcu8 \
+	dosfstools util-linux libselinux1 libpcre2-8-0; do
+	dpkg-deb -x "$(fetch "$p")" "$WORK/deb"
+done
+for bin in mdadm mke2fs mkfs.xfs mkfs.fat mkswap blkid; do
+	cp "$WORK/deb/sbin/$bin" "$EXTRA/sbin/$bin" 2>/dev/null || cp "$WORK/deb/usr/sbin/$bin" "$EXTRA/sbin/$bin"
+done
+ln -s mke2fs "$EXTRA/sbin/mkfs.ext4"
+ln -s mkfs.fat "$EXTRA/sbin/mkfs.vfat"
+LIBS="libudev.so.1 libc.so.6 libext2fs.so.2 libe2p.so.2 libcom_err.so.2 libblkid.so.1 libuuid.so.1 libinih.so.1 liburcu.so.8 libselinux.so.1 libpcre2-8.so.0"
+for lib in $LIBS; do
 	cp -L "$WORK/deb/lib/x86_64-linux-gnu/$lib" "$EXTRA/lib/x86_64-linux-gnu/$lib" 2>/dev/null ||
 		cp -L "$WORK/deb/usr/lib/x86_64-linux-gnu/$lib" "$EXTRA/lib/x86_64-linux-gnu/$lib"
 done
-cp -L "$WORK/deb/lib64/ld-linux-x86-64.so.2" "$EXTRA/lib64/" 2>/dev/null ||
-	cp -L "$WORK/deb/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" "$EXTRA/lib64/"
+# The loader from the package: its /lib64 entry is an absolute symlink, which
+# cp -L would resolve on the build host.
+cp -L "$WORK/deb/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" "$EXTRA/lib64/" 2>/dev/null ||
+	cp -L "$WORK/deb/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" "$EXTRA/lib64/"
+# Debian's mke2fs.conf: the ext4 features Debian 12 makes by default, not
+# whatever mke2fs was compiled with.
+cp "$WORK/deb/etc/mke2fs.conf" "$EXTRA/etc/mke2fs.conf"
 mkdir -p "$EXTRA/etc/mdadm"
 printf 'DEVICE partitions\nAUTO -all\n' >"$EXTRA/etc/mdadm/mdadm.conf" # assemble nothing by itself
+# Every shared library a shipped binary or library needs must be shipped too.
+if command -v readelf >/dev/null; then
+	for f in "$EXTRA"/sbin/* "$EXTRA"/lib/x86_64-linux-gnu/*; do
+		[[ -L $f ]] && continue
+		for need in $(readelf -d "$f" | awk -F'[][]' '/NEEDED/{print $2}'); do
+			[[ -e $EXTRA/lib/x86_64-linux-gnu/$need || -e $EXTRA/lib64/$need ]] ||
+				{ echo "build.sh: $(basename "$f") needs $need, which is not shipped" >&2; exit 1; }
+		done
+	done
+else
+	echo "build.sh: readelf (binutils) not found; not checking the shipped libraries" >&2
+fi
 
 # --- u-root initramfs ----------------------------------------------------------
 # u-root is pinned by go.mod (v0.16.0); build its CLI from this module so the
@@ -134,10 +169,11 @@ GOOS=linux GOARCH=amd64 CGO_ENABLED=0 GOAMD64=v1 "$WORK/u-root" \
 	-o "$WORK/ironlite-agent.cpio" \
 	-initcmd=init -defaultsh=gosh -uinitcmd=ironlite-agent -skip-ldd \
 	-files "$STAGE/lib/modules:lib/modules" \
-	-files "$EXTRA/sbin/mdadm:sbin/mdadm" \
+	-files "$EXTRA/sbin:sbin" \
 	-files "$EXTRA/lib/x86_64-linux-gnu:lib/x86_64-linux-gnu" \
 	-files "$EXTRA/lib64:lib64" \
 	-files "$EXTRA/etc/mdadm:etc/mdadm" \
+	-files "$EXTRA/etc/mke2fs.conf:etc/mke2fs.conf" \
 	github.com/u-root/u-root/cmds/core/init \
 	github.com/u-root/u-root/cmds/core/gosh \
 	./agent/cmd/ironlite-agent 2>&1 | { grep -v -e "recommended Go versions" -e "Some packages may not compile" -e "golang.org/doc/install" -e "golang.org/dl/go1" >&2 || true; }
@@ -164,7 +200,7 @@ LIMIT=$((40 * 1048576))
 	printf '  %-34s %12s  %s\n' "  uncompressed cpio" "$CPIO" "$(mib "$CPIO")"
 	printf '  %-34s %12s  %s\n' "  u-root busybox (init,gosh,agent)" "$BBSZ" "$(mib "$BBSZ")"
 	printf '  %-34s %12s  %s\n' "  kernel modules ($NMODS files)" "$MODSZ" "$(mib "$MODSZ")"
-	printf '  %-34s %12s  %s\n' "  mdadm + libs" "$MDSZ" "$(mib "$MDSZ")"
+	printf '  %-34s %12s  %s\n' "  mdadm, mkfs tools, blkid + libs" "$MDSZ" "$(mib "$MDSZ")"
 	printf '  %-34s %12s  %s  (limit %s)\n' "kernel + initramfs (compressed)" "$TOTAL" "$(mib "$TOTAL")" "$(mib "$LIMIT")"
 	echo "  built in $(($(date +%s) - START)) s"
 } | tee "$OUT/ramdisk-size.txt"

@@ -381,11 +381,7 @@ func (w *writer) writeMBR(ctx context.Context, iso []byte) (Result, error) {
 	}
 	// MBR addresses 2^32 sectors (2 TiB with 512-byte sectors). On a
 	// bigger disk IPA puts the partition just below that, 1 MiB short.
-	limit := w.sectors
-	if limit > 1<<32 {
-		limit = 1<<32 - alignment/w.ss
-	}
-	start, end, err := w.region(alignment/w.ss, limit, primaries)
+	start, end, err := w.region(alignment/w.ss, MBRLimit(w.sectors, w.ss), primaries)
 	if err != nil {
 		return Result{}, err
 	}
@@ -416,9 +412,8 @@ func (w *writer) writeMBR(ctx context.Context, iso []byte) (Result, error) {
 // partSize bytes before limit (exclusive), start aligned down to 1 MiB. It
 // must not begin before first nor overlap any of parts.
 func (w *writer) region(first, limit int64, parts []part) (start, end int64, err error) {
-	align := max(alignment/w.ss, 1)
 	end = limit - 1
-	start = (limit - partSize/w.ss) / align * align
+	start = RegionStart(limit, w.ss)
 	if start < first {
 		return 0, 0, fmt.Errorf("the %d-byte disk is too small for a %d MiB config drive partition", w.sectors*w.ss, partSize>>20)
 	}
@@ -433,6 +428,34 @@ func (w *writer) region(first, limit int64, parts []part) (start, end int64, err
 			partSize>>20, start, end, partList(overlapping))
 	}
 	return start, end, nil
+}
+
+// RegionStart is the first sector of the region Write adds a config drive
+// partition in, on a disk whose partitions must end before sector limit
+// (the GPT's last usable sector + 1, or MBRLimit): the last 64 MiB, start
+// aligned down to 1 MiB. Whoever adds partitions after an image and wants
+// a config drive to fit later keeps them before it.
+func RegionStart(limit, sectorSize int64) int64 {
+	align := max(alignment/sectorSize, 1)
+	return (limit - partSize/sectorSize) / align * align
+}
+
+// MBRLimit is the sector before which MBR partitions must end on a disk of
+// sectors sectors: the disk's end, or on a disk too big for the MBR's
+// 32-bit sector numbers (2 TiB with 512-byte sectors) 1 MiB short of
+// that, as IPA places a config drive there.
+func MBRLimit(sectors, sectorSize int64) int64 {
+	if sectors > 1<<32 {
+		return 1<<32 - alignment/sectorSize
+	}
+	return sectors
+}
+
+// IsConfigDrive tells whether the size bytes at off of r hold a filesystem
+// labelled config-2 (any case), as Write finds an image's own config drive
+// partition.
+func IsConfigDrive(r io.ReaderAt, off, size int64) bool {
+	return strings.EqualFold(fsLabel(r, off, size), Label)
 }
 
 func partList(parts []part) string {

@@ -56,7 +56,19 @@ type Options struct {
 	// wipe the disk's old metadata, so that a refused image leaves the
 	// disk untouched.
 	BeforeWrite func(ctx context.Context) error
-	Log         *slog.Logger
+	// Check, if set, runs once the image has been vetted and before
+	// BeforeWrite, with the image's virtual disk (what will land on the
+	// device, readable before a byte is written) and its size; a
+	// compressed stream cannot be read ahead, so it gets (nil, -1). An
+	// error refuses the image with the disk untouched: the place to check
+	// that partitions to be added after the image will fit.
+	Check func(ctx context.Context, disk io.ReaderAt, size int64) error
+	// Limit, if positive, is how many bytes of the device the image may
+	// cover: what lies beyond (an ephemeral partition kept across a
+	// rebuild) is never written. A larger image is refused before the
+	// write, a compressed stream as soon as it passes the limit.
+	Limit int64
+	Log   *slog.Logger
 }
 
 func (o *Options) defaults() {
@@ -115,7 +127,10 @@ func Write(ctx context.Context, src Source, dev *blockdev.Device, o Options) (*R
 		}
 		defer img.Close()
 		res.ImageBytes = img.Size()
-		if err := fit(dev, res.ImageBytes); err != nil {
+		if err := fit(dev, res.ImageBytes, o.Limit); err != nil {
+			return nil, err
+		}
+		if err := check(ctx, o, img, res.ImageBytes); err != nil {
 			return nil, err
 		}
 		if err := before(ctx, o); err != nil {
@@ -157,6 +172,12 @@ func Write(ctx context.Context, src Source, dev *blockdev.Device, o Options) (*R
 		if !dev.IsBlockDevice() {
 			limit = -1
 		}
+		if o.Limit > 0 && (limit < 0 || o.Limit < limit) {
+			limit = o.Limit
+		}
+		if err := check(ctx, o, nil, -1); err != nil {
+			return nil, err
+		}
 		if err := before(ctx, o); err != nil {
 			return nil, err
 		}
@@ -176,7 +197,10 @@ func Write(ctx context.Context, src Source, dev *blockdev.Device, o Options) (*R
 			return nil, err
 		}
 		res.ImageBytes = src.Size()
-		if err := fit(dev, res.ImageBytes); err != nil {
+		if err := fit(dev, res.ImageBytes, o.Limit); err != nil {
+			return nil, err
+		}
+		if err := check(ctx, o, src, res.ImageBytes); err != nil {
 			return nil, err
 		}
 		if err := before(ctx, o); err != nil {
@@ -195,6 +219,13 @@ func Write(ctx context.Context, src Source, dev *blockdev.Device, o Options) (*R
 	}
 	res.Duration = time.Since(start)
 	return res, nil
+}
+
+func check(ctx context.Context, o Options, disk io.ReaderAt, size int64) error {
+	if o.Check == nil {
+		return nil
+	}
+	return o.Check(ctx, disk, size)
 }
 
 func before(ctx context.Context, o Options) error {
@@ -219,10 +250,15 @@ func Finish(ctx context.Context, dev *blockdev.Device) error {
 	return dev.RereadPartitions(ctx)
 }
 
-// fit checks that an image of size bytes fits dev, growing a regular file.
-func fit(dev *blockdev.Device, size int64) error {
+// fit checks that an image of size bytes fits dev, and the first limit
+// bytes of it if limit is positive, growing a regular file.
+func fit(dev *blockdev.Device, size, limit int64) error {
 	if size < 0 {
 		return fmt.Errorf("%w: image size unknown", ErrUnsupportedImage)
+	}
+	if limit > 0 && size > limit {
+		return fmt.Errorf("%w: the image is %d bytes (%.1f GiB) but only the first %d bytes (%.1f GiB) of %s may be written: what follows is kept",
+			ErrTooLarge, size, gib(size), limit, gib(limit), dev.Path())
 	}
 	if dev.IsBlockDevice() {
 		if size > dev.Size() {

@@ -179,7 +179,7 @@ func (w *writer) copyStream(ctx context.Context, r io.Reader, limit int64) (int6
 			n, err := fill(r, buf)
 			if n > 0 {
 				if limit >= 0 && total+int64(n) > limit {
-					return fmt.Errorf("%w: the decompressed image is larger than the %d-byte disk", ErrTooLarge, limit)
+					return fmt.Errorf("%w: the decompressed image is larger than the %d bytes of the disk it may cover", ErrTooLarge, limit)
 				}
 				select {
 				case jobs <- job{off: total, n: int64(n), buf: buf[:n]}:

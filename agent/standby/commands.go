@@ -14,6 +14,7 @@ import (
 	"github.com/ironlite/ironlite/agent/disk"
 	"github.com/ironlite/ironlite/agent/imagesource"
 	"github.com/ironlite/ironlite/agent/imagewrite"
+	"github.com/ironlite/ironlite/agent/imagewrite/extraparts"
 	"github.com/ironlite/ironlite/agent/protocol"
 	"github.com/ironlite/ironlite/agent/rootdevice"
 	"github.com/ironlite/ironlite/agent/steps"
@@ -119,6 +120,9 @@ func validateImageParams(p map[string]any) error {
 	if sum == "" && (algo == "" || val == "") {
 		return api.InvalidCommandParams("Image checksum is not available, either the 'checksum' field or the 'os_hash_algo' and 'os_hash_value' fields must be provided in the image_info")
 	}
+	if _, err := extraSpec(info); err != nil {
+		return api.InvalidCommandParams("%s", err)
+	}
 	if cd, ok := p["configdrive"]; ok && cd != nil {
 		if _, ok := cd.(string); !ok {
 			return api.InvalidCommandParams("configdrive must be a string (gzip+base64 image or URL)")
@@ -146,6 +150,7 @@ func (c *Commands) prepare(ctx context.Context, p map[string]any, node map[strin
 
 	c.mu.Lock()
 	reuse := !cacheOnly && c.cached == id && c.written == root.Name
+	cachedOut := c.last
 	if !reuse {
 		// Whatever happens next, the disk no longer holds a cached image.
 		c.cached, c.written, c.last = "", "", nil
@@ -163,6 +168,9 @@ func (c *Commands) prepare(ctx context.Context, p map[string]any, node map[strin
 	if reuse {
 		c.o.Log.Info("image already written by cache_image; only adding the config drive", "image", id, "device", root.Name)
 		out, err = addConfigDrive(ctx, root.Name, iso)
+		if err == nil && cachedOut != nil {
+			out.Extra = cachedOut.Extra // made by cache_image
+		}
 	} else {
 		req, rerr := c.request(ctx, info, root.Name)
 		if rerr != nil {
@@ -231,8 +239,12 @@ func (c *Commands) request(ctx context.Context, info map[string]any, dev string)
 		return Request{}, &api.Error{Type: "ImageChecksumError", Code: 500, Message: "Error verifying image checksum", Details: err.Error()}
 	}
 	format, _ := info["disk_format"].(string)
+	extra, err := extraSpec(info)
+	if err != nil {
+		return Request{}, api.InvalidCommandParams("%s", err)
+	}
 	return Request{
-		URLs: urls, Checksum: &exp, Device: dev, DiskFormat: format,
+		URLs: urls, Checksum: &exp, Device: dev, DiskFormat: format, Extra: extra,
 		EraseMetadata: true, RequirePartitions: true, Source: so, Log: c.o.Log,
 	}, nil
 }
@@ -253,6 +265,18 @@ func (c *Commands) partitionUUIDs() (map[string]any, error) {
 		ext["config_drive_partuuid"] = out.ConfigDrive.PartUUID
 	}
 	res["ironlite"] = ext
+	// ironlite extension: the swap and ephemeral partitions added after
+	// the whole-disk image (docs/partitions.md).
+	if x := out.Extra; x != nil {
+		parts := map[string]any{}
+		for role, p := range map[string]*extraparts.Partition{"swap": x.Swap, "ephemeral": x.Ephemeral} {
+			if p != nil {
+				parts[role] = map[string]any{"partition_uuid": p.PartitionUUID, "filesystem_uuid": p.FilesystemUUID, "device": p.Device,
+					"format": p.Format, "label": p.Label, "number": p.Number, "size_bytes": p.SizeBytes, "preserved": p.Preserved}
+			}
+		}
+		res["partitions"] = parts
+	}
 	return res, nil
 }
 

@@ -7,13 +7,15 @@
 // A write is: resolve the expected checksum, open the image (HTTP Range or
 // a local file), pick the disk (root-device hints), wipe its old metadata,
 // stream the image onto it (agent/imagewrite), verify the checksum of what
-// was read, write the config drive, and record the partition UUIDs.
+// was read, add swap and ephemeral partitions if asked, write the config
+// drive, and record the partition UUIDs.
 package standby
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"time"
 
@@ -23,6 +25,7 @@ import (
 	"github.com/ironlite/ironlite/agent/disk"
 	"github.com/ironlite/ironlite/agent/imagesource"
 	"github.com/ironlite/ironlite/agent/imagewrite"
+	"github.com/ironlite/ironlite/agent/imagewrite/extraparts"
 	"github.com/ironlite/ironlite/agent/progress"
 )
 
@@ -51,6 +54,11 @@ type Request struct {
 	// RequirePartitions fails a write whose image has no partition table,
 	// as IPA does for whole-disk deploys.
 	RequirePartitions bool
+	// Extra asks for swap and ephemeral partitions after the image
+	// (image_info's swap_mb, ephemeral_mb, ephemeral_format,
+	// preserve_ephemeral); agent/imagewrite/extraparts says where they go.
+	// They need Device to be a block device.
+	Extra extraparts.Spec
 	// Source configures the download (client, proxies, TLS, cache).
 	Source imagesource.Options
 	// Write tunes the writer (workers, chunk size).
@@ -67,6 +75,7 @@ type Outcome struct {
 	Source      imagesource.Stats         `json:"source"`
 	Partitions  *imagewrite.PartitionInfo `json:"partitions,omitempty"`
 	ConfigDrive *configdrive.Result       `json:"config_drive,omitempty"`
+	Extra       *extraparts.Result        `json:"extra_partitions,omitempty"`
 	Timings     map[string]float64        `json:"timings_seconds"`
 }
 
@@ -103,7 +112,33 @@ func WriteImage(ctx context.Context, r Request) (_ *Outcome, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrWrite, err)
 	}
-	defer dev.Close()
+	// dev is reopened after the partition and config drive steps, which
+	// open the disk themselves: close whichever is open at the end.
+	defer func() { dev.Close() }()
+	// Swap and ephemeral partitions are planned before anything is
+	// written (against the image's own table when it can be read ahead),
+	// so that an image they do not fit after is refused with the disk as
+	// it was; a kept ephemeral partition bounds what the image may cover.
+	var keep *extraparts.Preserved
+	if r.Extra.Wanted() {
+		if err := r.Extra.Validate(); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrWrite, err)
+		}
+		if !dev.IsBlockDevice() {
+			return nil, fmt.Errorf("%w: %s is not a block device: swap and ephemeral partitions need one", ErrWrite, r.Device)
+		}
+		r.Extra.ConfigDrive = len(r.ConfigDrive) > 0
+		if r.Extra.PreserveEphemeral {
+			if keep, err = extraparts.FindEphemeral(dev); err != nil {
+				return nil, fmt.Errorf("%w: preserve_ephemeral: %w", ErrWrite, err)
+			}
+			log.Info("keeping the ephemeral partition", "device", r.Device, "partition", keep.String())
+			r.Write.Limit = keep.Limit()
+		}
+		r.Write.Check = func(_ context.Context, img io.ReaderAt, size int64) error {
+			return extraparts.Check(img, size, dev, r.Extra, keep)
+		}
+	}
 	// From the first byte written until the image is verified and the
 	// config drive is on, any failure leaves a disk that must not boot.
 	touched := false
@@ -114,7 +149,11 @@ func WriteImage(ctx context.Context, r Request) (_ *Outcome, err error) {
 	}()
 	r.Write.BeforeWrite = func(ctx context.Context) error {
 		touched = true
-		if r.EraseMetadata {
+		if r.EraseMetadata && keep != nil {
+			if err := keep.EraseAround(ctx, dev, log); err != nil {
+				return fmt.Errorf("wipe old metadata on %s: %w", r.Device, err)
+			}
+		} else if r.EraseMetadata {
 			if err := disk.EraseMetadataOf(ctx, dev); err != nil {
 				return fmt.Errorf("wipe old metadata on %s: %w", r.Device, err)
 			}
@@ -147,6 +186,25 @@ func WriteImage(ctx context.Context, r Request) (_ *Outcome, err error) {
 	// Only a verified image gets its GPT completed and shown to the kernel.
 	if err = imagewrite.Finish(ctx, dev); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrWrite, err)
+	}
+
+	// Swap and ephemeral go right after the image's partitions, before
+	// the config drive claims the end of the disk (agent/imagewrite/extraparts).
+	if r.Extra.Wanted() {
+		t3 := time.Now()
+		prog.SetPhase("partitions", 0)
+		dev.Close() // extraparts opens the disk itself, exclusively
+		extra, xerr := extraparts.Create(ctx, r.Device, res.ImageBytes, r.Extra, keep)
+		if dev, err = blockdev.Open(r.Device, blockdev.Options{}); err != nil {
+			touched = false
+			return nil, fmt.Errorf("%w: %v", ErrWrite, err)
+		}
+		if xerr != nil {
+			err = fmt.Errorf("%w: swap/ephemeral partitions: %w", ErrWrite, xerr)
+			return nil, err
+		}
+		out.Extra = extra
+		out.Timings["partitions"] = time.Since(t3).Seconds()
 	}
 
 	// configdrive.Write refuses a disk without a partition table itself;

@@ -79,7 +79,12 @@ type LookupNode struct {
 	Properties         map[string]any `json:"properties"`
 	InstanceInfo       map[string]any `json:"instance_info"`
 	DriverInternalInfo map[string]any `json:"driver_internal_info"`
-	Links              []Link         `json:"links,omitempty"`
+	// TargetRAIDConfig and RAIDConfig are an ironlite addition to Ironic's
+	// lookup node: the deploy writes onto the software RAID root volume
+	// they describe.
+	TargetRAIDConfig map[string]any `json:"target_raid_config,omitempty"`
+	RAIDConfig       map[string]any `json:"raid_config,omitempty"`
+	Links            []Link         `json:"links,omitempty"`
 }
 
 // LookupConfig is the "config" block of the lookup response: agent settings

@@ -71,3 +71,31 @@ func (s *Server) driverProperties(c echo.Context) error {
 	}
 	return c.JSON(http.StatusOK, s.cond.Registry().Properties(ht))
 }
+
+// logicalDiskPropertier is implemented by RAID interfaces that describe
+// the logical disk properties a target_raid_config may use.
+type logicalDiskPropertier interface {
+	LogicalDiskProperties() map[string]string
+}
+
+// raidLogicalDiskProperties serves GET /v1/drivers/{driver}/raid/
+// logical_disk_properties (1.12). Ironic asks the hardware type's default
+// raid interface, which for ipmi is no-raid unless configured (a 404);
+// here the first supported implementation that has the properties
+// answers, the default first. The properties are Ironic's schema's for
+// every RAID interface, plus the interface's extensions.
+func (s *Server) raidLogicalDiskProperties(c echo.Context) error {
+	if err := needVersion(c, 12, "RAID configuration"); err != nil {
+		return err
+	}
+	ht, err := s.hardwareType(c)
+	if err != nil {
+		return err
+	}
+	for _, name := range ht.Supported["raid"] {
+		if p, ok := s.cond.Registry().Impl("raid", name).(logicalDiskPropertier); ok {
+			return c.JSON(http.StatusOK, p.LogicalDiskProperties())
+		}
+	}
+	return apiErr(http.StatusNotFound, "Driver %s does not support raid (disabled or not implemented).", ht.Name)
+}

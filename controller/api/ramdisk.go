@@ -16,6 +16,21 @@ import (
 // ([api]ramdisk_heartbeat_timeout).
 const HeartbeatTimeout = 300
 
+// lookupNode is Ironic's lookup node plus the node's RAID configurations
+// (an additive ironlite extension): during a deploy the agent gets no
+// other node dict, and with a software RAID root volume it writes the
+// image onto the array, not onto a member disk.
+type lookupNode struct {
+	protocol.LookupNode
+	TargetRAIDConfig map[string]any `json:"target_raid_config"`
+	RAIDConfig       map[string]any `json:"raid_config"`
+}
+
+type lookupResponse struct {
+	Node   lookupNode            `json:"node"`
+	Config protocol.LookupConfig `json:"config"`
+}
+
 // lookup serves GET /v1/lookup (API 1.22+; public, used by the agent).
 func (s *Server) lookup(c echo.Context) error {
 	if !version(c).AtLeast(22) {
@@ -37,16 +52,20 @@ func (s *Server) lookup(c echo.Context) error {
 	if _, ok := ii["image_url"]; ok {
 		ii["image_url"] = "******"
 	}
-	resp := protocol.LookupResponse{
-		Node: protocol.LookupNode{
-			UUID:               n.UUID,
-			Properties:         obj(n.Properties),
-			InstanceInfo:       ii,
-			DriverInternalInfo: maskSecrets(obj(n.DriverInternalInfo)),
-			Links: []protocol.Link{
-				{Href: s.baseURL(c) + "/v1/nodes/" + n.UUID, Rel: "self"},
-				{Href: s.baseURL(c) + "/nodes/" + n.UUID, Rel: "bookmark"},
+	resp := lookupResponse{
+		Node: lookupNode{
+			LookupNode: protocol.LookupNode{
+				UUID:               n.UUID,
+				Properties:         obj(n.Properties),
+				InstanceInfo:       ii,
+				DriverInternalInfo: maskSecrets(obj(n.DriverInternalInfo)),
+				Links: []protocol.Link{
+					{Href: s.baseURL(c) + "/v1/nodes/" + n.UUID, Rel: "self"},
+					{Href: s.baseURL(c) + "/nodes/" + n.UUID, Rel: "bookmark"},
+				},
 			},
+			TargetRAIDConfig: obj(n.TargetRAIDConfig),
+			RAIDConfig:       obj(n.RAIDConfig),
 		},
 		Config: protocol.LookupConfig{
 			Metrics:                     map[string]any{"backend": "noop", "prepend_host": false, "prepend_uuid": false, "prepend_host_reverse": true, "global_prefix": nil},

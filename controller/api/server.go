@@ -138,6 +138,7 @@ func (s *Server) routes(e *echo.Echo) {
 	v1.GET("/drivers", s.listDrivers)
 	v1.GET("/drivers/:driver", s.showDriver)
 	v1.GET("/drivers/:driver/properties", s.driverProperties)
+	v1.GET("/drivers/:driver/raid/logical_disk_properties", s.raidLogicalDiskProperties)
 }
 
 // --- middleware -----------------------------------------------------------

@@ -47,7 +47,7 @@ func nodePath(ident string) string { return "/v1/nodes/" + url.PathEscape(ident)
 func (a *app) nodeCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "node", Short: "Manage bare-metal nodes"}
 	cmd.AddCommand(a.nodeCreate(), a.nodeList(), a.nodeShow(), a.nodeSet(), a.nodeUnset(), a.nodeDelete(),
-		a.nodeValidate(), a.nodePower(), a.nodeReboot(), a.nodeBoot(), a.nodeMaintenance(), a.nodeBMC(), a.nodeInventory())
+		a.nodeValidate(), a.nodePower(), a.nodeReboot(), a.nodeBoot(), a.nodeMaintenance(), a.nodeBMC(), a.nodeInventory(), a.nodeRAID())
 	for _, v := range provisionVerbs {
 		cmd.AddCommand(a.nodeProvision(v))
 	}

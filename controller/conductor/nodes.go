@@ -288,7 +288,10 @@ func (c *Conductor) UpdatePort(ctx context.Context, old, p *model.Port) error {
 }
 
 // SetTargetRAIDConfig validates and stores a node's target RAID
-// configuration ({} clears it).
+// configuration ({} clears it), as Ironic's set_target_raid_config: a
+// node without a RAID interface is a 404 (UnsupportedDriverExtension), a
+// configuration its RAID interface refuses a 400 with the interface's
+// message, and nothing is stored then.
 func (c *Conductor) SetTargetRAIDConfig(ctx context.Context, ident string, cfg model.JSONObject) error {
 	_, err := c.withLock(ctx, ident, func(n *model.Node) error {
 		ifs, err := c.interfaces(n)
@@ -296,15 +299,22 @@ func (c *Conductor) SetTargetRAIDConfig(ctx context.Context, ident string, cfg m
 			return err
 		}
 		if ifs.RAID == nil {
-			return errorf(Invalid, "Driver %s does not support raid (disabled or not implemented).", n.Driver)
+			return errorf(NotFound, "Driver %s does not support raid (disabled or not implemented).", n.Driver)
 		}
 		if len(cfg) > 0 {
 			if err := ifs.RAID.ValidateRAIDConfig(cfg); err != nil {
-				return errorf(Invalid, "Invalid RAID configuration for node %s: %s", n.UUID, err)
+				return &Error{Kind: Invalid, Msg: err.Error(), Err: err}
 			}
 		}
 		n.TargetRAIDConfig = cfg
+		c.log.Info("target RAID configuration set", "node", n.UUID, "logical_disks", logicalDisks(cfg))
 		return nil
 	})
 	return err
+}
+
+// logicalDisks counts a RAID configuration's logical disks, for logs.
+func logicalDisks(cfg model.JSONObject) int {
+	list, _ := cfg["logical_disks"].([]any)
+	return len(list)
 }

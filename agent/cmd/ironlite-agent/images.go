@@ -26,6 +26,8 @@ func (c *nodeCache) set(lr *protocol.LookupResponse) {
 		"properties":           lr.Node.Properties,
 		"instance_info":        lr.Node.InstanceInfo,
 		"driver_internal_info": lr.Node.DriverInternalInfo,
+		"target_raid_config":   lr.Node.TargetRAIDConfig,
+		"raid_config":          lr.Node.RAIDConfig,
 	}
 }
 

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"maps"
 	"sort"
 	"strings"
 
@@ -23,6 +24,11 @@ func (d *Direct) Clean(ctx context.Context, n *model.Node, steps []drivers.Clean
 	dii := internal(n)
 	delete(dii, "ironlite_requested_clean_steps")
 	if steps != nil {
+		// Refuse what cannot run before booting the agent, as Ironic's
+		// early validation of manual clean steps does.
+		if err := d.checkRAIDSteps(n, steps); err != nil {
+			return drivers.Done, err
+		}
 		var req []any
 		for _, s := range steps {
 			m := map[string]any{"interface": s.Interface, "step": s.Step, "args": s.Args}
@@ -74,6 +80,9 @@ func (d *Direct) continueClean(ctx context.Context, n *model.Node) (drivers.Step
 			return drivers.Done, fmt.Errorf("Agent returned error for clean step %s on node %s : %s.", stepLabel(n.CleanStep), n.UUID, commandError(last))
 		default:
 			drivers.SetProgress(n, nil)
+			if err := afterCleanStep(n, last); err != nil {
+				return drivers.Done, err
+			}
 			d.log.Info("clean step finished", "node", n.UUID, "step", stepLabel(n.CleanStep))
 		}
 	}
@@ -82,7 +91,11 @@ func (d *Direct) continueClean(ctx context.Context, n *model.Node) (drivers.Step
 		s, _ := steps[idx].(map[string]any)
 		n.CleanStep = s
 		dii["clean_step_index"] = idx
-		params := map[string]any{"step": s, "node": nodeParam(n), "ports": []any{}, "clean_version": dii["hardware_manager_version"]}
+		node, err := stepNode(n, s)
+		if err != nil {
+			return drivers.Done, err
+		}
+		params := map[string]any{"step": s, "node": node, "ports": []any{}, "clean_version": dii["hardware_manager_version"]}
 		res, err := d.agents.Run(ctx, a, "clean.execute_clean_step", params, false)
 		if err != nil {
 			return drivers.Done, fmt.Errorf("start clean step %s: %w", stepLabel(s), err)
@@ -170,7 +183,7 @@ func (d *Direct) planClean(ctx context.Context, n *model.Node, a agentclient.Age
 				return fmt.Errorf("clean step %s is not supported by the agent (it offers: %s)", key, strings.Join(keys(offered), ", "))
 			}
 			args, _ := rm["args"].(map[string]any)
-			plan = append(plan, toMap(s, 0, args))
+			plan = append(plan, toMap(s, 0, maps.Clone(args)))
 		}
 	} else {
 		type ranked struct {
@@ -196,10 +209,15 @@ func (d *Direct) planClean(ctx context.Context, n *model.Node, a agentclient.Age
 		for _, r := range run {
 			plan = append(plan, toMap(r.s, r.prio, nil))
 		}
+		var err error
+		if plan, err = d.addRAIDSteps(n, plan, offered, toMap); err != nil {
+			return err
+		}
 	}
 	if plan == nil {
 		plan = []any{}
 	}
+	assumeClean(plan)
 	var cachedMap map[string]any
 	_ = decode(got.CleanSteps, &cachedMap)
 	dii["agent_cached_clean_steps"] = cachedMap
@@ -245,5 +263,6 @@ func nodeParam(n *model.Node) map[string]any {
 		ii[k] = v
 	}
 	return map[string]any{"uuid": n.UUID, "name": nilIfEmpty(n.Name), "driver": n.Driver, "driver_info": di,
-		"driver_internal_info": dii, "properties": n.Properties, "instance_info": ii}
+		"driver_internal_info": dii, "properties": n.Properties, "instance_info": ii,
+		"target_raid_config": jsonObject(n.TargetRAIDConfig), "raid_config": jsonObject(n.RAIDConfig)}
 }

@@ -17,9 +17,10 @@ type Inspect struct {
 	reg *drivers.Registry
 }
 
-// Register adds the "agent" inspect implementation.
+// Register adds the "agent" inspect and raid implementations.
 func Register(r *drivers.Registry) {
 	r.AddInterface("inspect", "agent", &Inspect{reg: r})
+	r.AddInterface("raid", "agent", &RAID{})
 }
 
 // Properties: the agent inspect interface reads no driver_info.

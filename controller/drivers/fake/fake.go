@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ironlite/ironlite/controller/drivers"
+	"github.com/ironlite/ironlite/controller/drivers/agent"
 	"github.com/ironlite/ironlite/controller/model"
 )
 
@@ -123,7 +124,13 @@ func (Inspect) Inspect(context.Context, *model.Node) (drivers.StepState, error) 
 	return drivers.Done, nil
 }
 
-// RAID accepts any configuration.
+// RAID builds nothing; like Ironic's FakeRAID it accepts any
+// configuration that Ironic's RAID config schema accepts.
 type RAID struct{ base }
 
-func (RAID) ValidateRAIDConfig(model.JSONObject) error { return nil }
+func (RAID) ValidateRAIDConfig(cfg model.JSONObject) error {
+	return agent.ValidateRAIDSchema(cfg, nil)
+}
+
+// LogicalDiskProperties are the schema's.
+func (RAID) LogicalDiskProperties() map[string]string { return agent.SchemaLogicalDiskProperties() }

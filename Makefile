@@ -19,7 +19,11 @@ unit: ## Go unit and integration tests (real SQLite, ipmi_sim, loop files)
 test-cli: build ## the real `openstack baremetal` client and our CLI against `ironlite serve`
 	bash scripts/test-cli
 
-test: unit test-cli e2e ## everything CI runs
+test: unit test-cli e2e test-raid-vm ## everything CI runs
+
+.PHONY: test-raid-vm
+test-raid-vm: initramfs ## software RAID on real md arrays (loop devices) in qemu on the ramdisk's kernel: agent/raid's array tests
+	bash agent/raid/testdata/vmtest.sh
 
 lint: ## gofmt, go vet, staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

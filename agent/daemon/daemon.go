@@ -31,6 +31,12 @@ import (
 	"github.com/ironlite/ironlite/agent/protocol"
 )
 
+// alwaysModules are loaded at boot although no device asks for them (they
+// have no modalias): the in-band BMC's device node, and md with its RAID
+// personalities, which mdadm needs before it can create or assemble an
+// array (the kernel does not autoload them for /dev/md* opens here).
+var alwaysModules = []string{"ipmi_devintf", "md_mod", "raid0", "raid1", "raid10", "raid456"}
+
 // Config wires the daemon.
 type Config struct {
 	Params *kparams.Params
@@ -176,7 +182,7 @@ func (a *Agent) run(ctx context.Context) error {
 // at least one interface has an address.
 func (a *Agent) hardwareUp(ctx context.Context) {
 	start := time.Now()
-	mods, err := coldplug.Run(ctx, coldplug.Options{Log: a.log, Always: []string{"ipmi_devintf"}})
+	mods, err := coldplug.Run(ctx, coldplug.Options{Log: a.log, Always: alwaysModules})
 	if err != nil {
 		a.log.Error("coldplug failed; continuing with built-in drivers", "error", err)
 	}

@@ -4,16 +4,21 @@
 // raid.delete_configuration clean steps and the raid.apply_configuration
 // deploy step, driven by the node's target_raid_config.
 //
-// Like IPA, every member disk gets a GPT with one partition per logical
-// disk it takes part in, and each logical disk is an md array over those
-// partitions. When a root volume exists, room is left at the start of
-// every member for an ESP or a BIOS boot partition, and the root array
-// (RAID-1) uses metadata 1.0 (superblock at the end), so that each member
-// on its own looks like a plain disk to firmware and boot loaders.
+// Layouts (docs/raid.md): a root volume (RAID-1) alone on its disks is a
+// mirror of whole disks with metadata 1.0 (superblock at the end), so that
+// every member disk reads, from sector 0, the whole-disk image written to
+// the array and boots on its own by BIOS and UEFI. Every other member disk
+// gets a GPT with one Linux RAID partition per logical disk it takes part
+// in; where it carries the root volume, room is left at its start for the
+// ESP that PrepareRootMembers copies from the image after the deploy.
 //
-// Beyond IPA: any number of logical disks, each on any subset of the disks;
-// the root volume need not be the first; and the initial resync can be
-// skipped (--assume-clean) when the members were just zeroed.
+// Beyond IPA: any number of logical disks of levels 0, 1, 5, 6 and 1+0,
+// each on any subset of the disks; the root volume need not be the first;
+// data volumes formatted on request (the "filesystem" and "label"
+// extension keys); the initial resync skipped (--assume-clean) when the
+// members were just zeroed, or throttled (sync_speed_max); and Assemble,
+// which starts the arrays in a fresh ramdisk so that the root volume can
+// be chosen as the install device (agent/rootdevice).
 package raid
 
 import (
@@ -22,10 +27,12 @@ import (
 	"fmt"
 	"math"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 
+	"github.com/ironlite/ironlite/agent/filesystem"
 	"github.com/ironlite/ironlite/agent/rootdevice"
 )
 
@@ -54,6 +61,12 @@ type LogicalDisk struct {
 	NumberOfPhysicalDisks int
 	IsRootVolume          bool
 	VolumeName            string
+	// Filesystem (ironlite extension key "filesystem") is made on the
+	// array once it is built: "ext4", "xfs" or "vfat"; "" for none. Data
+	// volumes only: the root volume receives a whole-disk image.
+	Filesystem string
+	// Label (extension key "label") is the filesystem's label.
+	Label string
 	// Raw is the logical disk as given, echoed back in the result.
 	Raw map[string]any
 }
@@ -78,7 +91,12 @@ var knownKeys = map[string]bool{
 	"size_gb": true, "raid_level": true, "volume_name": true, "is_root_volume": true,
 	"share_physical_disks": true, "disk_type": true, "interface_type": true,
 	"number_of_physical_disks": true, "controller": true, "physical_disks": true,
+	// ironlite extension keys: a filesystem on a data volume.
+	"filesystem": true, "label": true,
 }
+
+// Filesystems are the filesystems a data volume may be formatted with.
+var Filesystems = []string{filesystem.Ext4, filesystem.XFS, filesystem.VFAT}
 
 var volumeNameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$`)
 
@@ -232,12 +250,46 @@ func parseLogicalDisk(m map[string]any) (LogicalDisk, error) {
 			return ld, fmt.Errorf("number_of_physical_disks is %d but physical_disks lists %d", ld.NumberOfPhysicalDisks, len(list))
 		}
 	}
+	if err := ld.parseFilesystem(m); err != nil {
+		return ld, err
+	}
 	if n := ld.memberCount(); n > 0 {
 		if err := checkMembers(ld.Level, n); err != nil {
 			return ld, err
 		}
 	}
 	return ld, nil
+}
+
+// parseFilesystem reads the extension keys filesystem and label.
+func (ld *LogicalDisk) parseFilesystem(m map[string]any) error {
+	fsRaw, hasFS := m["filesystem"]
+	labelRaw, hasLabel := m["label"]
+	if !hasFS {
+		if hasLabel {
+			return fmt.Errorf("label needs filesystem (%s)", strings.Join(Filesystems, ", "))
+		}
+		return nil
+	}
+	fs, _ := fsRaw.(string)
+	if !slices.Contains(Filesystems, fs) {
+		return fmt.Errorf("filesystem %s is not supported (%s)", display(fsRaw), strings.Join(Filesystems, ", "))
+	}
+	if ld.IsRootVolume {
+		return fmt.Errorf("filesystem is for data volumes: the root volume receives the instance image, which brings its own partitions and filesystems")
+	}
+	ld.Filesystem = fs
+	if hasLabel {
+		label, ok := labelRaw.(string)
+		if !ok || label == "" {
+			return fmt.Errorf("label must be a non-empty string, not %s", display(labelRaw))
+		}
+		if err := filesystem.ValidateLabel(fs, label); err != nil {
+			return fmt.Errorf("label: %v", err)
+		}
+		ld.Label = label
+	}
+	return nil
 }
 
 // memberCount is the number of members the logical disk asks for, 0 for

@@ -24,7 +24,8 @@ func TestParseConfigValid(t *testing.T) {
 		 "physical_disks": [{"name": "/dev/sda"}, {"name": "/dev/sdb"}]},
 		{"size_gb": 10, "raid_level": "5", "controller": "software", "physical_disks": ["/dev/sda", "/dev/sdb", "/dev/sdc"]},
 		{"size_gb": 10, "raid_level": "6", "controller": "software", "number_of_physical_disks": 4},
-		{"size_gb": "MAX", "raid_level": "1+0", "controller": "software", "disk_type": "ssd", "share_physical_disks": true}]}`))
+		{"size_gb": "MAX", "raid_level": "1+0", "controller": "software", "disk_type": "ssd", "share_physical_disks": true,
+		 "filesystem": "xfs", "label": "scratch"}]}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +36,7 @@ func TestParseConfigValid(t *testing.T) {
 	if !l0.IsRootVolume || l0.SizeGB != 100 || l0.Level != "1" || l0.VolumeName != "root" || len(l0.PhysicalDisks) != 2 {
 		t.Errorf("logical disk 0: %+v", l0)
 	}
-	if !l3.Max || l3.SizeGB != 0 || l3.MDLevel() != "10" {
+	if !l3.Max || l3.SizeGB != 0 || l3.MDLevel() != "10" || l3.Filesystem != "xfs" || l3.Label != "scratch" {
 		t.Errorf("logical disk 3: %+v", l3)
 	}
 	if cfg.LogicalDisks[2].NumberOfPhysicalDisks != 4 {
@@ -78,6 +79,14 @@ func TestParseConfigInvalid(t *testing.T) {
 		{"bad hint", `{"logical_disks": [{"size_gb": 1, "raid_level": "1", "controller": "software", "physical_disks": [{"colour": "x"}, {"name": "/dev/sdb"}]}]}`, "physical_disks[0]"},
 		{"bad disk entry", `{"logical_disks": [{"size_gb": 1, "raid_level": "1", "controller": "software", "physical_disks": [1, 2]}]}`, "physical_disks[0] is 1"},
 		{"count mismatch", `{"logical_disks": [{"size_gb": 1, "raid_level": "1", "controller": "software", "number_of_physical_disks": 3, "physical_disks": ["a", "b"]}]}`, "number_of_physical_disks is 3 but physical_disks lists 2"},
+		{"unknown filesystem", `{"logical_disks": [{"size_gb": 1, "raid_level": "1", "controller": "software", "filesystem": "btrfs"}]}`, `filesystem "btrfs" is not supported (ext4, xfs, vfat)`},
+		{"filesystem type", `{"logical_disks": [{"size_gb": 1, "raid_level": "1", "controller": "software", "filesystem": 4}]}`, `filesystem 4 is not supported`},
+		{"swap is not a volume filesystem", `{"logical_disks": [{"size_gb": 1, "raid_level": "1", "controller": "software", "filesystem": "swap"}]}`, `filesystem "swap" is not supported`},
+		{"filesystem on root", `{"logical_disks": [{"size_gb": 1, "raid_level": "1", "controller": "software", "is_root_volume": true, "filesystem": "ext4"}]}`, "filesystem is for data volumes: the root volume receives the instance image"},
+		{"label without filesystem", `{"logical_disks": [{"size_gb": 1, "raid_level": "1", "controller": "software", "label": "x"}]}`, "label needs filesystem (ext4, xfs, vfat)"},
+		{"label too long", `{"logical_disks": [{"size_gb": 1, "raid_level": "1", "controller": "software", "filesystem": "vfat", "label": "TWELVECHARSX"}]}`, "label: invalid filesystem label"},
+		{"label characters", `{"logical_disks": [{"size_gb": 1, "raid_level": "1", "controller": "software", "filesystem": "ext4", "label": "a b"}]}`, "label: invalid filesystem label"},
+		{"label type", `{"logical_disks": [{"size_gb": 1, "raid_level": "1", "controller": "software", "filesystem": "ext4", "label": 7}]}`, "label must be a non-empty string, not 7"},
 		{"root flag type", `{"logical_disks": [{"size_gb": 1, "raid_level": "1", "controller": "software", "is_root_volume": "yes"}]}`, "is_root_volume is \"yes\", not a Boolean"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -137,10 +146,17 @@ func TestLayout(t *testing.T) {
 			}
 		}
 	}
+	// The root volume shares sda and sdb with "data": partitions, with
+	// the boot reserve at the start of those two disks only.
 	r := DefaultBootReserve
 	check(0, []want{{"/dev/sdb", 1, r, r + 10*gib}, {"/dev/sda", 1, r, r + 10*gib}})
-	check(1, []want{{"/dev/sda", 2, r + 10*gib, r + 30*gib}, {"/dev/sdb", 2, r + 10*gib, r + 30*gib}, {"/dev/sdc", 1, r, r + 20*gib}})
-	check(2, []want{{"/dev/sdc", 2, r + 20*gib, 50*gib - mib}, {"/dev/sdd", 1, r, 200*gib - mib}})
+	check(1, []want{{"/dev/sda", 2, r + 10*gib, r + 30*gib}, {"/dev/sdb", 2, r + 10*gib, r + 30*gib}, {"/dev/sdc", 1, mib, mib + 20*gib}})
+	check(2, []want{{"/dev/sdc", 2, mib + 20*gib, 50*gib - mib}, {"/dev/sdd", 1, mib, 200*gib - mib}})
+	for _, d := range disks {
+		if !p.partitioned[d.Name] {
+			t.Errorf("%s is not partitioned", d.Name)
+		}
+	}
 
 	// Without a root volume, partitions start at 1 MiB.
 	cfg, _ = ParseConfig(decode(t, `{"logical_disks": [{"size_gb": 1, "raid_level": "1", "controller": "software"}]}`))
@@ -177,5 +193,74 @@ func TestLayoutErrors(t *testing.T) {
 				t.Fatalf("error %v, want it to contain %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestLayoutWholeDiskRoot: a root volume with disks of its own is a
+// mirror of whole disks; the other disks are partitioned from 1 MiB.
+func TestLayoutWholeDiskRoot(t *testing.T) {
+	disks := []protocol.BlockDevice{
+		{Name: "/dev/sda", Size: 100 * gib},
+		{Name: "/dev/sdb", Size: 100 * gib},
+		{Name: "/dev/sdc", Size: 50 * gib},
+		{Name: "/dev/sdd", Size: 50 * gib},
+	}
+	cfg, err := ParseConfig(decode(t, `{"logical_disks": [
+		{"size_gb": 10, "raid_level": "1", "controller": "software", "volume_name": "data", "physical_disks": ["/dev/sdc", "/dev/sdd"]},
+		{"size_gb": 40, "raid_level": "1", "controller": "software", "is_root_volume": true, "physical_disks": ["/dev/sda", "/dev/sdb"]},
+		{"size_gb": "MAX", "raid_level": "0", "controller": "software", "physical_disks": ["/dev/sdc", "/dev/sdd"]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := layout(cfg, disks, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.wholeDisk(1) || p.wholeDisk(0) || p.wholeDisk(2) {
+		t.Errorf("whole-disk logical disks: %v %v %v", p.wholeDisk(0), p.wholeDisk(1), p.wholeDisk(2))
+	}
+	for _, m := range p.members[1] {
+		if m.number != 0 || m.start != 0 || m.end != 100*gib {
+			t.Errorf("root member %+v", m)
+		}
+	}
+	if p.partitioned["/dev/sda"] || p.partitioned["/dev/sdb"] || !p.partitioned["/dev/sdc"] || !p.partitioned["/dev/sdd"] {
+		t.Errorf("partitioned %v", p.partitioned)
+	}
+	if m := p.members[0][0]; m.start != mib || m.end != mib+10*gib || m.number != 1 {
+		t.Errorf("data member %+v", m)
+	}
+	if m := p.members[2][1]; m.start != mib+10*gib || m.end != 50*gib-mib || m.number != 2 {
+		t.Errorf("MAX member %+v", m)
+	}
+
+	// Alone on all disks, "MAX" or sized.
+	for _, c := range []string{
+		`{"logical_disks": [{"size_gb": "MAX", "raid_level": "1", "controller": "software", "is_root_volume": true}]}`,
+		`{"logical_disks": [{"size_gb": 49, "raid_level": "1", "controller": "software", "is_root_volume": true}]}`,
+	} {
+		cfg, _ := ParseConfig(decode(t, c))
+		p, err := layout(cfg, disks, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !p.wholeDisk(0) || len(p.members[0]) != 4 || len(p.partitioned) != 0 {
+			t.Errorf("%s: %+v", c, p)
+		}
+	}
+	// Too big for the smallest whole disk.
+	cfg, _ = ParseConfig(decode(t, `{"logical_disks": [{"size_gb": 50, "raid_level": "1", "controller": "software", "is_root_volume": true, "physical_disks": ["/dev/sda", "/dev/sdc"]}]}`))
+	if _, err := layout(cfg, disks, Options{}); err == nil || !strings.Contains(err.Error(), "/dev/sdc (50.0 GiB) has no room for a 50 GiB mirror and its md superblock") {
+		t.Errorf("too big: %v", err)
+	}
+	// Shared with a data volume on one of its disks only: partitions.
+	cfg, _ = ParseConfig(decode(t, `{"logical_disks": [
+		{"size_gb": 10, "raid_level": "1", "controller": "software", "is_root_volume": true, "physical_disks": ["/dev/sda", "/dev/sdb"]},
+		{"size_gb": 10, "raid_level": "1", "controller": "software", "physical_disks": ["/dev/sdb", "/dev/sdc"]}]}`))
+	if p, err = layout(cfg, disks, Options{BootReserve: 8 * mib}); err != nil {
+		t.Fatal(err)
+	}
+	if p.wholeDisk(0) || p.members[0][0].start != 8*mib || p.members[1][1].start != mib {
+		t.Errorf("shared root: %+v", p.members)
 	}
 }

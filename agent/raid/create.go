@@ -21,6 +21,7 @@ import (
 
 	"github.com/ironlite/ironlite/agent/blockdev"
 	"github.com/ironlite/ironlite/agent/disk"
+	"github.com/ironlite/ironlite/agent/filesystem"
 	"github.com/ironlite/ironlite/agent/protocol"
 	"github.com/ironlite/ironlite/agent/rootdevice"
 )
@@ -28,9 +29,9 @@ import (
 const (
 	mib = int64(1) << 20
 	gib = int64(1) << 30
-	// DefaultBootReserve is the room left at the start of every member
-	// when a root volume exists: IPA's 551 MiB, enough for a 550 MiB ESP
-	// (UEFI) or a BIOS boot partition plus /boot-less GRUB (BIOS).
+	// DefaultBootReserve is the room left at the start of every disk
+	// carrying a root volume built on partitions: IPA's 551 MiB, enough
+	// for a 550 MiB ESP.
 	DefaultBootReserve = 551 * mib
 	// minMaxSize is the least a "MAX" logical disk may get on a member.
 	minMaxSize = 16 * mib
@@ -46,8 +47,9 @@ type Options struct {
 	// NamePrefix is put before every array name (tests use it to stay
 	// apart from other arrays).
 	NamePrefix string
-	// BootReserve is the room left at the start of each member when a
-	// root volume exists (DefaultBootReserve if 0; negative: none).
+	// BootReserve is the room left at the start of each disk carrying a
+	// root volume built on partitions, for the ESP PrepareRootMembers
+	// copies there (DefaultBootReserve if 0; negative: 1 MiB, the least).
 	BootReserve int64
 	// Root is the filesystem root holding sys/ ("/" if empty).
 	Root string
@@ -55,6 +57,14 @@ type Options struct {
 	// steps and Delete consider exactly these block devices (tests use
 	// loop devices, which the listing leaves out).
 	Devices []string
+	// ResyncSpeedLimitKB, if positive, caps the initial resync (and any
+	// later resync or rebuild until the array stops) of every array with
+	// redundancy at that many KiB/s per array: it is written to
+	// /sys/block/mdX/md/sync_speed_max as soon as the array exists, so that
+	// the resync does not eat the disks' bandwidth while the image is
+	// written. 0 keeps the kernel's limit (/proc/sys/dev/raid/
+	// speed_limit_max, 200000 by default). Moot with AssumeClean.
+	ResyncSpeedLimitKB int
 	// Log receives the logs (slog.Default if nil).
 	Log *slog.Logger
 }
@@ -80,10 +90,11 @@ type Result struct {
 	LogicalDisks []map[string]any `json:"logical_disks"`
 }
 
-// member is one partition of a logical disk on one disk.
+// member is one member of a logical disk: a partition of a disk, or the
+// whole disk (number 0).
 type member struct {
 	disk       protocol.BlockDevice
-	number     int   // partition number
+	number     int   // partition number; 0 for the whole disk
 	start, end int64 // bytes, [start, end)
 	part       string
 }
@@ -94,14 +105,32 @@ type plan struct {
 	names   []string   // array names
 	members [][]member // by logical disk
 	disks   []protocol.BlockDevice
+	// partitioned are the disks that get a GPT (all but the members of a
+	// whole-disk root mirror).
+	partitioned map[string]bool
+}
+
+// wholeDisk reports whether logical disk i is built on whole disks.
+func (p *plan) wholeDisk(i int) bool {
+	return len(p.members[i]) > 0 && p.members[i][0].number == 0
 }
 
 // Create builds cfg on disks (the candidates; physical_disks selects among
-// them): a GPT on every member disk with one Linux RAID partition per
-// logical disk, then one md array per logical disk, started at once. The
-// disks must be blank (no partition table): run Delete or
-// erase_devices_metadata first. On failure, the arrays already created are
-// stopped again.
+// them) and starts the arrays at once.
+//
+// Layout: a root volume whose member disks carry no other logical disk is
+// a RAID-1 over the whole disks with metadata 1.0 (superblock at the
+// end): each member disk then reads, from sector 0, exactly what is
+// written to the array — the whole-disk image's partition table, boot
+// code and partitions — and boots on its own, BIOS or UEFI. Every other
+// member disk gets a GPT with one Linux RAID partition per logical disk
+// it takes part in; when it carries the root volume, BootReserve is left
+// free at its start for the ESP that PrepareRootMembers copies there
+// after the image is written.
+//
+// The disks must be blank (no partition table): run Delete or
+// erase_devices_metadata first. Data volumes with a filesystem are
+// formatted. On failure, the arrays already created are stopped again.
 func Create(ctx context.Context, cfg Config, disks []protocol.BlockDevice, o Options) (Result, error) {
 	log := o.log()
 	p, err := layout(cfg, disks, o)
@@ -109,31 +138,50 @@ func Create(ctx context.Context, cfg Config, disks []protocol.BlockDevice, o Opt
 		return Result{}, err
 	}
 	for _, d := range p.disks {
-		if err := writeTable(ctx, d, p); err != nil {
+		if p.partitioned[d.Name] {
+			err = writeTable(ctx, d, p)
+		} else {
+			err = checkBlank(d)
+		}
+		if err != nil {
 			return Result{}, err
 		}
 	}
 	for i := range p.members {
 		for j := range p.members[i] {
 			m := &p.members[i][j]
+			if m.number == 0 {
+				m.part = m.disk.Name
+				continue
+			}
 			if m.part, err = partitionNode(ctx, o.root(), m.disk.Name, m.number); err != nil {
 				return Result{}, err
 			}
 		}
 	}
+	removeStaleLinks(o.root()) // mdadm would not reuse their names
 	var created []disk.MDArray
+	rollback := func() {
+		if stopErr := disk.StopMDArrays(context.WithoutCancel(ctx), created, log); stopErr != nil {
+			log.Error("raid: rollback failed", "error", stopErr)
+		}
+	}
 	res := Result{}
 	for i, ld := range p.lds {
-		arr, err := createArray(ctx, o, ld, p.names[i], p.members[i])
+		arr, err := createArray(ctx, o, ld, p.names[i], p.members[i], p.wholeDisk(i))
+		if arr.Device != "" {
+			created = append(created, arr.MDArray)
+		}
+		if err == nil {
+			err = arr.finish(ctx, o, ld)
+		}
 		if err != nil {
-			if stopErr := disk.StopMDArrays(context.WithoutCancel(ctx), created, log); stopErr != nil {
-				log.Error("raid: rollback failed", "error", stopErr)
-			}
+			rollback()
 			return Result{}, err
 		}
-		created = append(created, arr.MDArray)
 		res.LogicalDisks = append(res.LogicalDisks, arr.result(ld))
-		log.Info("raid: array created", "array", arr.link, "device", arr.Device, "level", ld.Level, "members", arr.Members, "size", arr.size)
+		log.Info("raid: array created", "array", arr.link, "device", arr.Device, "level", ld.Level,
+			"members", arr.Members, "whole_disks", arr.wholeDisk, "size", arr.size, "filesystem", ld.Filesystem)
 	}
 	return res, nil
 }
@@ -144,27 +192,24 @@ func layout(cfg Config, disks []protocol.BlockDevice, o Options) (*plan, error) 
 	if len(cfg.LogicalDisks) == 0 {
 		return nil, fmt.Errorf("%w: no logical disks", ErrInvalid)
 	}
-	p := &plan{lds: cfg.LogicalDisks}
-	reserve := mib
-	for _, ld := range cfg.LogicalDisks {
-		if ld.IsRootVolume {
-			reserve = o.BootReserve
-			if reserve == 0 {
-				reserve = DefaultBootReserve
-			}
-			reserve = max(reserve, mib)
-		}
+	p := &plan{lds: cfg.LogicalDisks, partitioned: map[string]bool{}}
+	reserve := o.BootReserve
+	if reserve == 0 {
+		reserve = DefaultBootReserve
 	}
-	cursor := map[string]int64{}
-	count := map[string]int{}
-	seenDisk := map[string]bool{}
+	reserve = max(reserve, mib)
+	// Members first: whether the root mirror takes whole disks depends on
+	// what the other logical disks use.
+	selected := make([][]protocol.BlockDevice, len(cfg.LogicalDisks))
+	uses := map[string]int{}
+	root := -1
 	names := map[string]bool{}
 	for i, ld := range cfg.LogicalDisks {
 		name := ld.VolumeName
 		if name == "" {
 			name = "data" + strconv.Itoa(i)
 			if ld.IsRootVolume {
-				name = "root"
+				name = rootdevice.DefaultRAIDRootName
 			}
 		}
 		name = o.NamePrefix + name
@@ -177,13 +222,48 @@ func layout(cfg Config, disks []protocol.BlockDevice, o Options) (*plan, error) 
 		if err != nil {
 			return nil, fmt.Errorf("logical_disks[%d] (%s): %w", i, name, err)
 		}
-		var ms []member
+		selected[i] = devs
 		for _, d := range devs {
+			uses[d.Name]++
+		}
+		if ld.IsRootVolume {
+			root = i
+		}
+	}
+	wholeRoot := root >= 0
+	bootDisks := map[string]bool{}
+	if root >= 0 {
+		for _, d := range selected[root] {
+			wholeRoot = wholeRoot && uses[d.Name] == 1
+			bootDisks[d.Name] = true
+		}
+	}
+	cursor := map[string]int64{}
+	count := map[string]int{}
+	seenDisk := map[string]bool{}
+	for i, ld := range cfg.LogicalDisks {
+		name := p.names[i]
+		var ms []member
+		for _, d := range selected[i] {
 			if !seenDisk[d.Name] {
 				seenDisk[d.Name] = true
 				p.disks = append(p.disks, d)
-				cursor[d.Name] = reserve
+				cursor[d.Name] = mib
+				if bootDisks[d.Name] {
+					cursor[d.Name] = reserve
+				}
 			}
+			if i == root && wholeRoot {
+				// The superblock (and a bitmap) take the end of the disk;
+				// 1 MiB is more than mdadm reserves there.
+				if !ld.Max && ld.SizeGB*gib+mib > d.Size {
+					return nil, fmt.Errorf("logical_disks[%d] (%s): %s (%.1f GiB) has no room for a %d GiB mirror and its md superblock",
+						i, name, d.Name, float64(d.Size)/float64(gib), ld.SizeGB)
+				}
+				ms = append(ms, member{disk: d, start: 0, end: d.Size})
+				continue
+			}
+			p.partitioned[d.Name] = true
 			ss := int64(max(d.LogicalSectors, 512))
 			// The backup GPT takes the last 33 sectors (with 512-byte
 			// sectors); stay 1 MiB clear, aligned.
@@ -296,14 +376,11 @@ func names(disks []protocol.BlockDevice) string {
 // writeTable writes the GPT of one member disk, after checking that the
 // disk is not in use and has no partition table.
 func writeTable(ctx context.Context, d protocol.BlockDevice, p *plan) error {
-	dev, err := blockdev.Open(d.Name, blockdev.Options{})
+	dev, err := openBlank(d)
 	if err != nil {
-		return fmt.Errorf("member disk %s: %w", d.Name, err)
+		return err
 	}
 	defer dev.Close()
-	if what := existingTable(dev); what != "" {
-		return fmt.Errorf("member disk %s already has %s: run raid.delete_configuration or erase_devices_metadata first", d.Name, what)
-	}
 	lbs := int64(dev.LogicalSectorSize())
 	tbl := &gpt.Table{LogicalSectorSize: int(lbs), PhysicalSectorSize: max(d.PhysicalSectors, int(lbs))}
 	for i := range p.members {
@@ -334,6 +411,29 @@ func writeTable(ctx context.Context, d protocol.BlockDevice, p *plan) error {
 		return err
 	}
 	return announce(dev, tbl)
+}
+
+// openBlank opens a member disk exclusively (it must not be in use) and
+// checks that it has no partition table.
+func openBlank(d protocol.BlockDevice) (*blockdev.Device, error) {
+	dev, err := blockdev.Open(d.Name, blockdev.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("member disk %s: %w", d.Name, err)
+	}
+	if what := existingTable(dev); what != "" {
+		dev.Close()
+		return nil, fmt.Errorf("member disk %s already has %s: run raid.delete_configuration or erase_devices_metadata first", d.Name, what)
+	}
+	return dev, nil
+}
+
+// checkBlank checks a whole-disk member as writeTable checks the others.
+func checkBlank(d protocol.BlockDevice) error {
+	dev, err := openBlank(d)
+	if err != nil {
+		return err
+	}
+	return dev.Close()
 }
 
 // existingTable says what partition table dev has, "" for none.
@@ -459,10 +559,13 @@ func sysName(path string) string {
 // array is a created md array.
 type array struct {
 	disk.MDArray
-	link     string // /dev/md/<name>
-	name     string
-	metadata string
-	size     int64
+	link      string // /dev/md/<name>
+	name      string
+	metadata  string
+	size      int64
+	wholeDisk bool
+	fsUUID    string
+	speedKB   int
 }
 
 func (a array) result(ld LogicalDisk) map[string]any {
@@ -483,21 +586,38 @@ func (a array) result(ld LogicalDisk) map[string]any {
 	}
 	r["physical_disks"] = a.Disks
 	r["members"] = a.Members
+	r["member_layout"] = "partitions"
+	if a.wholeDisk {
+		r["member_layout"] = "whole_disks"
+	}
+	if ld.Filesystem != "" {
+		r["filesystem"] = ld.Filesystem
+		r["filesystem_uuid"] = a.fsUUID
+	}
+	if a.speedKB > 0 {
+		r["resync_speed_limit_kb"] = a.speedKB
+	}
 	return r
 }
 
-// createArray runs mdadm --create for one logical disk.
-func createArray(ctx context.Context, o Options, ld LogicalDisk, name string, ms []member) (array, error) {
-	a := array{name: name, link: "/dev/md/" + name, metadata: "1.2"}
+// createArray runs mdadm --create for one logical disk. The returned
+// array has its Device set as soon as the array exists, also on error.
+func createArray(ctx context.Context, o Options, ld LogicalDisk, name string, ms []member, whole bool) (array, error) {
+	a := array{name: name, link: "/dev/md/" + name, metadata: "1.2", wholeDisk: whole}
 	if ld.IsRootVolume {
-		// Superblock at the end: every member reads as a plain
-		// filesystem (or ESP) to firmware and boot loaders.
+		// Superblock at the end: the array's data starts at offset 0 of
+		// every member, so each member reads as the image written to the
+		// array (whole disks) or as its partitions (partition members).
 		a.metadata = "1.0"
 	}
 	args := []string{"--create", a.link, "--run", "--force", "--homehost=any", "--name=" + name,
 		"--level=" + ld.MDLevel(), "--raid-devices=" + strconv.Itoa(len(ms)), "--metadata=" + a.metadata}
 	if ld.Level == "0" || ld.Level == "1+0" || ld.Level == "5" || ld.Level == "6" {
 		args = append(args, "--chunk=512")
+	}
+	if whole && !ld.Max {
+		// Whole disks: the array is size_gb, the rest of each disk unused.
+		args = append(args, "--size="+strconv.FormatInt(ld.SizeGB*gib/1024, 10))
 	}
 	if o.AssumeClean {
 		args = append(args, "--assume-clean")
@@ -526,6 +646,36 @@ func createArray(ctx context.Context, o Options, ld LogicalDisk, name string, ms
 		a.size = n * 512
 	}
 	return a, nil
+}
+
+// finish throttles the new array's resync and makes its filesystem.
+func (a *array) finish(ctx context.Context, o Options, ld LogicalDisk) error {
+	if o.ResyncSpeedLimitKB > 0 && ld.Level != "0" {
+		if err := setSyncSpeedMax(o.root(), a.Device, o.ResyncSpeedLimitKB); err != nil {
+			return err
+		}
+		a.speedKB = o.ResyncSpeedLimitKB
+	}
+	if ld.Filesystem != "" {
+		id, err := makeFilesystem(ctx, a.Device, ld.Filesystem, ld.Label)
+		if err != nil {
+			return fmt.Errorf("format %s (%s) as %s: %w", a.link, a.Device, ld.Filesystem, err)
+		}
+		a.fsUUID = id
+	}
+	return nil
+}
+
+// makeFilesystem is filesystem.Make (a variable for the tests).
+var makeFilesystem = filesystem.Make
+
+// setSyncSpeedMax writes the array's resync speed cap (KiB/s).
+func setSyncSpeedMax(sysRoot, dev string, kb int) error {
+	p := filepath.Join(sysRoot, "sys/block", filepath.Base(dev), "md/sync_speed_max")
+	if err := os.WriteFile(p, []byte(strconv.Itoa(kb)), 0o644); err != nil {
+		return fmt.Errorf("limit the resync speed of %s to %d KiB/s: %w", dev, kb, err)
+	}
+	return nil
 }
 
 // findArray returns the md device holding the member partition.

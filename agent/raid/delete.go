@@ -60,7 +60,9 @@ func Delete(ctx context.Context, o Options) (DeleteResult, error) {
 			wipe[sysName(d)] = true
 		}
 	}
-	if err := disk.StopMDArrays(ctx, arrays, log); err != nil {
+	err = disk.StopMDArrays(ctx, arrays, log)
+	removeStaleLinks(o.root())
+	if err != nil {
 		return res, fmt.Errorf("delete software RAID: %w", err)
 	}
 	var errs []error

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ironlite/ironlite/agent/blockdev/blockdevtest"
 	"github.com/ironlite/ironlite/agent/disk"
@@ -332,11 +334,12 @@ func TestRootMirror(t *testing.T) {
 
 // TestResyncWithoutAssumeClean: a mirror created without --assume-clean
 // is resynced by the kernel (1 GiB at md's default 200 MB/s maximum takes
-// seconds, so the resync is seen under way).
+// seconds, so the resync is seen under way); with ResyncSpeedLimitKB the
+// array's sync_speed_max is set and the resync crawls.
 func TestResyncWithoutAssumeClean(t *testing.T) {
 	requireMD(t)
-	devs := loops(t, 2, gib+8*mib)
-	cfg := parse(t, `{"logical_disks": [{"size_gb": "MAX", "raid_level": "1", "controller": "software"}]}`)
+	devs := loops(t, 4, gib+8*mib)
+	cfg := parse(t, `{"logical_disks": [{"size_gb": "MAX", "raid_level": "1", "controller": "software", "physical_disks": [{"name": "`+devs[0].Name+`"}, {"name": "`+devs[1].Name+`"}]}]}`)
 	res, err := Create(context.Background(), cfg, devs, Options{NamePrefix: prefix, Log: quiet})
 	if err != nil {
 		t.Fatal(err)
@@ -344,6 +347,29 @@ func TestResyncWithoutAssumeClean(t *testing.T) {
 	md := res.LogicalDisks[0]["name"].(string)
 	if a, s := syncAction(t, md), mdstat(t, md); a != "resync" && !strings.Contains(s, "resync") {
 		t.Errorf("no resync without --assume-clean: sync_action %q, /proc/mdstat:\n%s", a, s)
+	}
+	if _, ok := res.LogicalDisks[0]["resync_speed_limit_kb"]; ok {
+		t.Errorf("result %v", res.LogicalDisks[0])
+	}
+
+	cfg = parse(t, `{"logical_disks": [{"size_gb": "MAX", "raid_level": "1", "controller": "software", "volume_name": "slow", "physical_disks": ["`+devs[2].Name+`", "`+devs[3].Name+`"]}]}`)
+	res, err = Create(context.Background(), cfg, devs, Options{NamePrefix: prefix, ResyncSpeedLimitKB: 1000, Log: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	md = res.LogicalDisks[0]["name"].(string)
+	b, err := os.ReadFile(filepath.Join("/sys/block", filepath.Base(md), "md/sync_speed_max"))
+	if err != nil || strings.TrimSpace(string(b)) != "1000 (local)" {
+		t.Errorf("sync_speed_max %q (%v), want 1000 (local)", b, err)
+	}
+	if res.LogicalDisks[0]["resync_speed_limit_kb"] != 1000 {
+		t.Errorf("result %v", res.LogicalDisks[0])
+	}
+	time.Sleep(time.Second)
+	b, _ = os.ReadFile(filepath.Join("/sys/block", filepath.Base(md), "md/sync_completed"))
+	var done, total int64
+	if _, err := fmt.Sscanf(string(b), "%d / %d", &done, &total); err != nil || total == 0 || done*100/total > 5 {
+		t.Errorf("throttled resync: sync_completed %q after 1 s (1000 KiB/s over 1 GiB is ~0.1%%/s)", b)
 	}
 }
 
@@ -449,14 +475,36 @@ func TestStepRefusesMalformedConfig(t *testing.T) {
 		!strings.Contains(err.Error(), "RAID-1 needs at least 2 member disks, got 1") {
 		t.Fatalf("apply: %v", err)
 	}
+	for _, tc := range []struct{ cfg, want string }{
+		{`{"logical_disks": [{"size_gb": 10, "raid_level": "1", "controller": "software", "is_root_volume": true, "filesystem": "ext4"}]}`,
+			`logical_disks[0]: filesystem is for data volumes: the root volume receives the instance image`},
+		{`{"logical_disks": [{"size_gb": 10, "raid_level": "1", "controller": "software", "volume_name": "d", "filesystem": "zfs"}]}`,
+			`logical_disks[0] ("d"): filesystem "zfs" is not supported (ext4, xfs, vfat)`},
+		{`{"logical_disks": [{"size_gb": 10, "raid_level": "1", "controller": "software"}], "extra": 1}`, `unknown property "extra"`},
+	} {
+		_, err := create.Run(context.Background(), steps.Request{Node: map[string]any{"target_raid_config": decode(t, tc.cfg)}})
+		if err == nil || !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", tc.cfg, err, tc.want)
+		}
+	}
+	// Bad arguments are refused before apply deletes anything (Devices
+	// would fail with "/nonexistent" otherwise).
+	if _, err := apply.Run(context.Background(), steps.Request{Step: protocol.Step{Args: map[string]any{
+		"raid_config":           decode(t, `{"logical_disks": [{"size_gb": 10, "raid_level": "1", "controller": "software"}]}`),
+		"resync_speed_limit_kb": "fast",
+	}}}); err == nil || !strings.Contains(err.Error(), `argument resync_speed_limit_kb is "fast", not a number of KiB/s`) {
+		t.Errorf("bad resync_speed_limit_kb: %v", err)
+	}
 }
 
 // TestPartitionsOnLoops checks the member partition tables (no md needed):
 // GPT with Linux RAID partitions where the layout says, known to the
 // kernel, and a disk with a table refused.
 func TestPartitionsOnLoops(t *testing.T) {
-	devs := loops(t, 2, 64*mib)
-	cfg := parse(t, `{"logical_disks": [{"size_gb": "MAX", "raid_level": "1", "controller": "software", "is_root_volume": true}]}`)
+	devs := loops(t, 2, gib+64*mib)
+	cfg := parse(t, `{"logical_disks": [
+		{"size_gb": 1, "raid_level": "1", "controller": "software", "is_root_volume": true},
+		{"size_gb": "MAX", "raid_level": "0", "controller": "software"}]}`)
 	p, err := layout(cfg, devs, Options{BootReserve: 4 * mib})
 	if err != nil {
 		t.Fatal(err)
@@ -467,19 +515,33 @@ func TestPartitionsOnLoops(t *testing.T) {
 		}
 	}
 	for _, d := range devs {
-		node, err := partitionNode(context.Background(), "/", d.Name, 1)
+		n1, err := partitionNode(context.Background(), "/", d.Name, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n2, err := partitionNode(context.Background(), "/", d.Name, 2)
 		if err != nil {
 			t.Fatal(err)
 		}
 		dump := run(t, "sfdisk", "-d", d.Name)
-		want := fmt.Sprintf("%s : start=        8192, size=      120832, type=A19D880F-05FC-4D3B-A006-743F0F84911E", node)
-		if !strings.Contains(dump, "label: gpt") || !strings.Contains(dump, want) {
-			t.Errorf("sfdisk -d %s:\n%s\nwant %s", d.Name, dump, want)
+		for _, want := range []string{
+			fmt.Sprintf("%s : start=        8192, size=     2097152, type=A19D880F-05FC-4D3B-A006-743F0F84911E", n1),
+			fmt.Sprintf("%s : start=     2105344, size=      120832, type=A19D880F-05FC-4D3B-A006-743F0F84911E", n2),
+		} {
+			if !strings.Contains(dump, "label: gpt") || !strings.Contains(dump, want) {
+				t.Errorf("sfdisk -d %s:\n%s\nwant %s", d.Name, dump, want)
+			}
 		}
 		run(t, "sgdisk", "-v", d.Name)
 	}
 	_, err = Create(context.Background(), cfg, devs, Options{BootReserve: 4 * mib})
 	if err == nil || !strings.Contains(err.Error(), "already has a GPT: run raid.delete_configuration or erase_devices_metadata first") {
 		t.Fatalf("create over a table: %v", err)
+	}
+	// A whole-disk root mirror is refused on a disk with a table too.
+	cfg = parse(t, `{"logical_disks": [{"size_gb": "MAX", "raid_level": "1", "controller": "software", "is_root_volume": true}]}`)
+	_, err = Create(context.Background(), cfg, devs, Options{})
+	if err == nil || !strings.Contains(err.Error(), "already has a GPT") {
+		t.Fatalf("whole-disk create over a table: %v", err)
 	}
 }

@@ -3,8 +3,11 @@
 // parse_root_device_hints / match_root_device_hints (oslo.utils
 // specs_matcher operators) and IPA's get_os_install_device.
 //
-// It is pure: no I/O, so the controller validates a node's hints at
-// deploy-validate time with exactly the code the agent later matches with.
+// Parsing and matching are pure: no I/O, so the controller validates a
+// node's hints at deploy-validate time with exactly the code the agent
+// later matches with. Only ForNode, on a machine with running md arrays,
+// reads sysfs and the arrays' superblocks (md.go) to know their names:
+// software RAID root volumes are chosen by name.
 //
 // Where upstream is ill-defined we are stricter and say why up front,
 // instead of failing later with "no device found": an operator that only

@@ -29,6 +29,11 @@ type NotFoundError struct {
 	Devices []protocol.BlockDevice
 	// Skipped names the devices excluded by skip_block_devices.
 	Skipped []string
+	// RAIDMembers names the disks left out because they hold members of
+	// running md arrays (the arrays are the candidates).
+	RAIDMembers []string
+	// Aliases are other names of devices: /dev/md/<name> of md arrays.
+	Aliases map[string][]string
 }
 
 func (e *NotFoundError) Error() string {
@@ -47,9 +52,9 @@ func (e *NotFoundError) Error() string {
 			if i > 0 {
 				b.WriteString("; ")
 			}
-			b.WriteString(e.Hints.describe(d))
+			b.WriteString(e.Hints.describe(d, e.Aliases[d.Name]...))
 			if !e.Hints.Empty() {
-				_, why := e.Hints.explain(d)
+				_, why := e.Hints.explain(d, e.Aliases[d.Name]...)
 				b.WriteString(": " + why)
 			}
 		}
@@ -57,6 +62,9 @@ func (e *NotFoundError) Error() string {
 	}
 	if len(e.Skipped) > 0 {
 		fmt.Fprintf(&b, " Excluded by properties.skip_block_devices: %s.", strings.Join(e.Skipped, ", "))
+	}
+	if len(e.RAIDMembers) > 0 {
+		fmt.Fprintf(&b, " Excluded as members of running md arrays: %s.", strings.Join(e.RAIDMembers, ", "))
 	}
 	return b.String()
 }
@@ -75,10 +83,13 @@ func Match(devs []protocol.BlockDevice, hints map[string]any) (protocol.BlockDev
 	if err != nil {
 		return protocol.BlockDevice{}, fmt.Errorf("no devices could be found using the root device hints %s because they failed to validate: %w", display(hints), err)
 	}
-	return h.pick(devs, nil)
+	return h.pick(devs, &NotFoundError{})
 }
 
-func (h *Hints) pick(devs []protocol.BlockDevice, skipped []string) (protocol.BlockDevice, error) {
+// pick chooses among devs; nf carries what was excluded before (and
+// aliases), for the error.
+func (h *Hints) pick(devs []protocol.BlockDevice, nf *NotFoundError) (protocol.BlockDevice, error) {
+	nf.Hints, nf.Devices = h, devs
 	if h.Empty() {
 		sorted := append([]protocol.BlockDevice(nil), devs...)
 		sort.SliceStable(sorted, func(i, j int) bool {
@@ -92,14 +103,14 @@ func (h *Hints) pick(devs []protocol.BlockDevice, skipped []string) (protocol.Bl
 				return d, nil
 			}
 		}
-		return protocol.BlockDevice{}, &NotFoundError{Hints: h, Devices: devs, Skipped: skipped}
+		return protocol.BlockDevice{}, nf
 	}
 	for _, d := range devs {
-		if h.Matches(d) {
+		if ok, _ := h.explain(d, nf.Aliases[d.Name]...); ok {
 			return d, nil
 		}
 	}
-	return protocol.BlockDevice{}, &NotFoundError{Hints: h, Devices: devs, Skipped: skipped}
+	return protocol.BlockDevice{}, nf
 }
 
 // Find returns every device satisfying all hints, in order (ironic-lib's
@@ -120,13 +131,25 @@ func (h *Hints) Matches(d protocol.BlockDevice) bool {
 	return ok
 }
 
-// explain checks the hints in order and says which one d fails.
-func (h *Hints) explain(d protocol.BlockDevice) (bool, string) {
+// explain checks the hints in order and says which one d fails. A name
+// hint is satisfied by d's name or by one of its aliases (an md array's
+// /dev/md/<name>).
+func (h *Hints) explain(d protocol.BlockDevice, aliases ...string) (bool, string) {
 	if h == nil {
 		return true, ""
 	}
 	for _, p := range h.hints {
-		if ok, why := p.match(d); !ok {
+		ok, why := p.match(d)
+		if !ok && p.name == "name" {
+			for _, a := range aliases {
+				alt := d
+				alt.Name = a
+				if ok, _ = p.match(alt); ok {
+					break
+				}
+			}
+		}
+		if !ok {
 			return false, why
 		}
 	}
@@ -250,8 +273,8 @@ func compareStr(op, v string, want []string) bool {
 
 // describe summarises d for error messages: name, size, model, serial and
 // whatever else the hints look at.
-func (h *Hints) describe(d protocol.BlockDevice) string {
-	parts := []string{formatGiB(d.Size) + " GiB"}
+func (h *Hints) describe(d protocol.BlockDevice, aliases ...string) string {
+	parts := append(append([]string(nil), aliases...), formatGiB(d.Size)+" GiB")
 	shown := map[string]bool{"name": true, "size": true}
 	add := func(name string) {
 		if shown[name] {

@@ -2,6 +2,8 @@ package rootdevice
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/ironlite/ironlite/agent/protocol"
 )
@@ -119,6 +121,17 @@ func Validate(node map[string]any) error {
 // get_os_install_device does: devices matching skip_block_devices are
 // excluded, then the node's hints (or, without hints, the size rule)
 // choose.
+//
+// Software RAID: when md arrays are running (devs lists them, as
+// disk.List does), the disks holding their members are no candidates
+// (they cannot be written while in an array; the array is the candidate),
+// arrays whose volume name skip_block_devices lists ({"volume_name": ...})
+// are excluded, and a name hint also matches an array by its
+// /dev/md/<name> link ({"name": "/dev/md/root"}; size hints compare the
+// array's size). Without hints, a node with a software RAID root volume
+// (see RAIDRootVolume) gets that array, found by its name; it is an error
+// when no running array has it (not built, or not assembled), rather than
+// writing the image onto a bare member disk.
 func ForNode(devs []protocol.BlockDevice, node map[string]any) (protocol.BlockDevice, error) {
 	raw := NodeHints(node)
 	h, err := Parse(raw)
@@ -130,5 +143,96 @@ func ForNode(devs []protocol.BlockDevice, node map[string]any) (protocol.BlockDe
 		return protocol.BlockDevice{}, err
 	}
 	kept, skipped := skip.Apply(devs)
-	return h.pick(kept, skipped)
+	nf := &NotFoundError{Skipped: skipped}
+	var arrays []MDArray
+	for _, d := range devs {
+		if strings.HasPrefix(d.Name, "/dev/md") {
+			arrays = scanMD()
+			break
+		}
+	}
+	if len(arrays) > 0 {
+		kept = nf.withoutRAIDMembers(kept, arrays, skip.VolumeNames)
+	}
+	if vol, ok := RAIDRootVolume(node); ok && h.Empty() {
+		for _, a := range arrays {
+			if a.Name != vol {
+				continue
+			}
+			for _, d := range kept {
+				if d.Name == a.Device {
+					return d, nil
+				}
+			}
+		}
+		return protocol.BlockDevice{}, &RAIDRootNotFoundError{Volume: vol, Arrays: arrays, NotFound: nf}
+	}
+	return h.pick(kept, nf)
 }
+
+// withoutRAIDMembers drops from devs the disks holding members of arrays
+// and the arrays named in volumeNames (skip_block_devices), recording
+// them, and notes the arrays' /dev/md/<name> aliases.
+func (nf *NotFoundError) withoutRAIDMembers(devs []protocol.BlockDevice, arrays []MDArray, volumeNames []string) []protocol.BlockDevice {
+	members := map[string]bool{}
+	skipVolume := map[string]bool{}
+	nf.Aliases = map[string][]string{}
+	for _, a := range arrays {
+		for _, d := range a.Disks {
+			members[d] = true
+		}
+		if a.Name != "" {
+			nf.Aliases[a.Device] = []string{a.Link()}
+			if slices.Contains(volumeNames, a.Name) {
+				skipVolume[a.Device] = true
+			}
+		}
+	}
+	var out []protocol.BlockDevice
+	for _, d := range devs {
+		switch {
+		case members[d.Name]:
+			nf.RAIDMembers = append(nf.RAIDMembers, d.Name)
+		case skipVolume[d.Name]:
+			nf.Skipped = append(nf.Skipped, d.Name)
+		default:
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// RAIDRootNotFoundError is returned when the node has a software RAID
+// root volume but no running md array carries its name. It matches
+// ErrNotFound.
+type RAIDRootNotFoundError struct {
+	// Volume is the root volume's name.
+	Volume string
+	// Arrays are the running arrays.
+	Arrays []MDArray
+	// NotFound describes the devices that were considered.
+	NotFound *NotFoundError
+}
+
+func (e *RAIDRootNotFoundError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "No suitable device was found for deployment: the node's RAID configuration has a software RAID root volume %q, but no running md array is named %q", e.Volume, e.Volume)
+	if len(e.Arrays) == 0 {
+		b.WriteString(" (no md array is running: build it with the raid.create_configuration clean step, and check that the agent assembled it)")
+	} else {
+		var names []string
+		for _, a := range e.Arrays {
+			n := a.Name
+			if n == "" {
+				n = "no name"
+			}
+			names = append(names, fmt.Sprintf("%s (%s)", a.Device, n))
+		}
+		fmt.Fprintf(&b, " (running: %s)", strings.Join(names, ", "))
+	}
+	b.WriteString(". Root device hints (e.g. {\"name\": \"/dev/md/" + e.Volume + "\"}) choose the device explicitly.")
+	return b.String()
+}
+
+// Is makes errors.Is(err, ErrNotFound) true.
+func (e *RAIDRootNotFoundError) Is(target error) bool { return target == ErrNotFound }

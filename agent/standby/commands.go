@@ -16,6 +16,7 @@ import (
 	"github.com/ironlite/ironlite/agent/imagewrite"
 	"github.com/ironlite/ironlite/agent/imagewrite/extraparts"
 	"github.com/ironlite/ironlite/agent/protocol"
+	"github.com/ironlite/ironlite/agent/raid"
 	"github.com/ironlite/ironlite/agent/rootdevice"
 	"github.com/ironlite/ironlite/agent/steps"
 )
@@ -54,7 +55,16 @@ func Register(reg *api.Registry, o Options) *Commands {
 		o.Log = slog.Default()
 	}
 	if o.ListDevices == nil {
-		o.ListDevices = func(ctx context.Context) ([]protocol.BlockDevice, error) { return disk.List(ctx, "/") }
+		log := o.Log
+		o.ListDevices = func(ctx context.Context) ([]protocol.BlockDevice, error) {
+			// A fresh ramdisk assembles nothing by itself: start the
+			// arrays cleaning built, so a software RAID root volume is
+			// there to be chosen as the install device.
+			if _, err := raid.Assemble(ctx, raid.Options{Log: log}); err != nil {
+				log.Warn("assemble software RAID arrays", "err", err)
+			}
+			return disk.List(ctx, "/")
+		}
 	}
 	c := &Commands{o: o}
 	reg.Register("standby.prepare_image", api.Command{Async: true, Validate: validateImageParams, Run: func(ctx context.Context, p map[string]any) (any, error) {
@@ -178,6 +188,11 @@ func (c *Commands) prepare(ctx context.Context, p map[string]any, node map[strin
 		}
 		req.ConfigDrive = iso
 		out, err = WriteImage(ctx, req)
+	}
+	if err == nil {
+		// On a RAID-1 root over partitions, give every member disk a copy
+		// of the image's ESP (a no-op for anything but an md device).
+		err = raid.PrepareRootMembers(ctx, root.Name, raid.Options{Log: c.o.Log})
 	}
 	if err != nil {
 		return "", asIPAError(id, root.Name, err)

@@ -3,9 +3,13 @@
 # ramdisk's Debian kernel, for hosts whose kernel has no md driver
 # (CONFIG_MD unset: the tests skip there). Needs `make initramfs` first
 # (build/vmlinuz, build/ironlite-agent.cpio.gz, the kernel .deb in
-# build/cache), busybox-static, qemu-system-x86_64, e2fsprogs, fdisk, gdisk.
+# build/cache) and, from the host (all in scripts/install-deps):
+# busybox-static, qemu-system-x86, util-linux, e2fsprogs, fdisk, gdisk,
+# dosfstools, mtools, xfsprogs. `make test-raid-vm` runs it.
 #
 #   bash agent/raid/testdata/vmtest.sh [-test.run=Regexp]
+#
+# RAIDTEST_LOG=file keeps the VM's serial console log.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/../../.." && pwd)
 W=$(mktemp -d)
@@ -14,11 +18,18 @@ R=$W/root
 mkdir -p "$R/bin" "$R/tmp" "$R/lib/modules/extra"
 (cd "$REPO" && CGO_ENABLED=0 go test -c -o "$R/raid.test" ./agent/raid/)
 cp /bin/busybox "$R/bin/busybox"
-for b in losetup mke2fs e2fsck blkid sfdisk sgdisk; do
-	p=$(command -v "$b")
+# The tools the tests run: loop devices, partition tables, and making and
+# checking the filesystems (mkfs.vfat, mkfs.xfs are also what
+# agent/filesystem runs; mmd/mcopy put files into test FAT images).
+for b in losetup mke2fs e2fsck blkid sfdisk sgdisk mkfs.vfat fsck.vfat mkfs.xfs xfs_repair mmd mcopy; do
+	p=$(PATH=$PATH:/usr/sbin:/sbin command -v "$b") || { echo "vmtest: $b not installed (run scripts/install-deps)" >&2; exit 1; }
 	cp -L "$p" "$R/bin/"
 	for l in $(ldd "$p" | grep -o '/[^ ]*'); do mkdir -p "$R$(dirname "$l")"; cp -L "$l" "$R$l"; done
 done
+# mtools and dosfstools convert file names through iconv's CP850 module.
+G=/usr/lib/x86_64-linux-gnu/gconv
+mkdir -p "$R$G"
+cp -L "$G/IBM850.so" "$G/gconv-modules.cache" "$R$G/"
 ln -sf mke2fs "$R/bin/mkfs.ext4"
 ln -sf e2fsck "$R/bin/fsck.ext4"
 # loop and crc32c (raid456 -> libcrc32c needs it) are not in the ramdisk.
@@ -50,5 +61,6 @@ cat "$REPO/build/ironlite-agent.cpio.gz" "$W/extra.cpio.gz" >"$W/initrd.gz"
 timeout 900 qemu-system-x86_64 -m 4096 -smp 2 -nographic -no-reboot \
 	-kernel "$REPO/build/vmlinuz" -initrd "$W/initrd.gz" \
 	-append "console=ttyS0 rdinit=/init.sh panic=-1 quiet loglevel=0 RAIDTEST_ARGS=${1:-}" >"$W/serial.log" 2>&1 || true
-grep -E "^(---|    ---|ok|FAIL|PASS|panic|\s+raid_test)" "$W/serial.log" | grep -v "    --- PASS" || true
+[ -z "${RAIDTEST_LOG:-}" ] || cp "$W/serial.log" "$RAIDTEST_LOG"
+grep -E "^(---|    ---|ok|FAIL|PASS|panic|\s+\w+_test\.go:)" "$W/serial.log" | grep -v "    --- PASS" || true
 grep -q "^RAIDTEST-EXIT=0" "$W/serial.log" || { tail -50 "$W/serial.log"; exit 1; }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ironlite/ironlite/agent/filesystem"
 	"github.com/ironlite/ironlite/agent/protocol"
 	"github.com/ironlite/ironlite/controller/drivers"
 	"github.com/ironlite/ironlite/controller/model"
@@ -356,8 +357,11 @@ func checkFilesystem(ld map[string]any, root bool) error {
 			return fmt.Errorf("label must be a non-empty string, not %s", display(labelRaw))
 		case len(label) > limit:
 			return fmt.Errorf("label %q is longer than %s allows (%d bytes)", label, fs, limit)
-		case strings.ContainsAny(label, "/\x00\n"):
-			return fmt.Errorf("label %q contains a character filesystems refuse", label)
+		}
+		// The agent formats with these rules; refuse here what it would
+		// refuse in the middle of cleaning.
+		if err := filesystem.ValidateLabel(fs, label); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -16,6 +16,7 @@ import (
 
 	"github.com/ironlite/ironlite/agent/blockdev"
 	"github.com/ironlite/ironlite/agent/disk"
+	"github.com/ironlite/ironlite/agent/rootdevice"
 )
 
 // PrepareRootMembers makes every member disk of the root mirror mdDevice
@@ -85,7 +86,7 @@ func PrepareRootMembers(ctx context.Context, mdDevice string, o Options) error {
 	log.Info("raid: copying the image's ESP to every member disk", "array", mdDevice, "esp", esp.how, "offset", esp.start, "size", esp.size)
 	done := map[string]bool{}
 	for _, p := range parts {
-		d := "/dev/" + parentDisk(o.root(), p)
+		d := "/dev/" + rootdevice.ParentDisk(o.root(), p)
 		if done[d] {
 			continue
 		}
@@ -250,18 +251,6 @@ func blkpg(dev *blockdev.Device, op int32, pno int, start, length int64) error {
 		return errno
 	}
 	return nil
-}
-
-// parentDisk is the sysfs name of the disk holding the block device name.
-func parentDisk(sysRoot, name string) string {
-	if _, err := os.Stat(filepath.Join(sysRoot, "sys/class/block", name, "partition")); err != nil {
-		return name
-	}
-	p, err := filepath.EvalSymlinks(filepath.Join(sysRoot, "sys/class/block", name))
-	if err != nil {
-		return name
-	}
-	return filepath.Base(filepath.Dir(p))
 }
 
 func readSys(p string) string {

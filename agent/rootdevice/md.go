@@ -63,7 +63,7 @@ func MDArrays(sysRoot string) []MDArray {
 			if a.Name == "" {
 				a.Name = superblockName(sysRoot, s.Name(), version)
 			}
-			d := "/dev/" + parentDisk(sysRoot, s.Name())
+			d := "/dev/" + ParentDisk(sysRoot, s.Name())
 			if !seen[d] {
 				seen[d] = true
 				a.Disks = append(a.Disks, d)
@@ -117,9 +117,9 @@ func superblockName(sysRoot, member, version string) string {
 	return name
 }
 
-// parentDisk is the sysfs name of the disk holding the block device name:
-// the device itself unless it is a partition.
-func parentDisk(sysRoot, name string) string {
+// ParentDisk is the sysfs name of the disk holding the block device name:
+// the device itself unless it is a partition. sysRoot holds sys/.
+func ParentDisk(sysRoot, name string) string {
 	if _, err := os.Stat(filepath.Join(sysRoot, "sys/class/block", name, "partition")); err != nil {
 		return name
 	}

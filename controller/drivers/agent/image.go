@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
@@ -135,26 +134,13 @@ func extraPartitions(ii model.JSONObject) (map[string]any, error) {
 		if !ok || v == nil || v == "" {
 			return 0, nil
 		}
-		var n int64
-		switch x := v.(type) {
-		case float64:
-			if x != float64(int64(x)) {
-				return 0, fmt.Errorf("instance_info %s must be a whole number, not %v", key, x)
-			}
-			n = int64(x)
-		case json.Number:
-			i, err := x.Int64()
-			if err != nil {
-				return 0, fmt.Errorf("instance_info %s must be a whole number, not %v", key, x)
-			}
-			n = i
-		case string:
-			i, err := strconv.ParseInt(strings.TrimSpace(x), 10, 64)
-			if err != nil {
-				return 0, fmt.Errorf("instance_info %s must be a whole number, not %q", key, x)
-			}
-			n = i
-		default:
+		n, ok := asInt(v)
+		if str, isStr := v.(string); isStr {
+			// The CLIs send --instance-info KEY=VALUE as strings.
+			i, err := strconv.ParseInt(strings.TrimSpace(str), 10, 64)
+			n, ok = i, err == nil
+		}
+		if !ok {
 			return 0, fmt.Errorf("instance_info %s must be a whole number, not %v", key, v)
 		}
 		if n < 0 {

@@ -45,7 +45,9 @@ type testAgent struct {
 	params  map[string]map[string]any
 }
 
-func newTestAgent(t *testing.T) *testAgent {
+// newAgent starts the real command server with the commands register
+// adds; record notes a call and its parameters for the test.
+func newAgent(t *testing.T, register func(reg *agentapi.Registry, a *testAgent, record func(name string, p map[string]any))) *testAgent {
 	a := &testAgent{release: make(chan struct{}), params: map[string]map[string]any{}}
 	reg := agentapi.NewRegistry()
 	record := func(name string, p map[string]any) {
@@ -54,6 +56,18 @@ func newTestAgent(t *testing.T) *testAgent {
 		a.calls = append(a.calls, name)
 		a.params[name] = p
 	}
+	register(reg, a, record)
+	a.srv = agentapi.New(context.Background(), reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	a.http = httptest.NewServer(a.srv.Handler())
+	t.Cleanup(a.http.Close)
+	return a
+}
+
+func newTestAgent(t *testing.T) *testAgent {
+	return newAgent(t, registerTestCommands)
+}
+
+func registerTestCommands(reg *agentapi.Registry, a *testAgent, record func(string, map[string]any)) {
 	reg.Register("standby.prepare_image", agentapi.Command{Async: true, Run: func(ctx context.Context, p map[string]any) (any, error) {
 		record("standby.prepare_image", p)
 		info, _ := p["image_info"].(map[string]any)
@@ -100,10 +114,6 @@ func newTestAgent(t *testing.T) *testAgent {
 		}
 		return protocol.CleanStepResult{CleanStep: s}, nil
 	}})
-	a.srv = agentapi.New(context.Background(), reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	a.http = httptest.NewServer(a.srv.Handler())
-	t.Cleanup(a.http.Close)
-	return a
 }
 
 func (a *testAgent) called() []string {
@@ -124,12 +134,25 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	return newEnvWith(t, nil)
+	return newEnvWith(t, envConfig{})
 }
 
-// newEnvWith is newEnv with the direct deploy's configuration adjusted by
-// tune (may be nil).
-func newEnvWith(t *testing.T, tune func(*agent.DirectConfig)) *env {
+// envConfig adjusts newEnvWith; the zero value is newEnv's.
+type envConfig struct {
+	// direct adjusts the direct deploy's configuration.
+	direct func(*agent.DirectConfig)
+	// agent starts the agent side (default newTestAgent).
+	agent func(*testing.T) *testAgent
+	// node is the node to create (default "n1" of driver test-direct,
+	// whose raid interface is no-raid; test-raid offers "agent" first,
+	// test-noraid no RAID at all).
+	node *model.Node
+}
+
+// newEnvWith builds the conductor, SQLite, the real ipxe and direct
+// interfaces and the agent, and brings a node with a PXE port to
+// manageable.
+func newEnvWith(t *testing.T, cfg envConfig) *env {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -139,7 +162,9 @@ func newEnvWith(t *testing.T, tune func(*agent.DirectConfig)) *env {
 	}
 	kernel, ramdisk, image := filepath.Join(dir, "vmlinuz"), filepath.Join(dir, "initrd"), filepath.Join(dir, "disk.qcow2")
 	for _, f := range []string{kernel, ramdisk, image} {
-		os.WriteFile(f, []byte("contents of "+filepath.Base(f)), 0o644)
+		if err := os.WriteFile(f, []byte("contents of "+filepath.Base(f)), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	reg := drivers.NewRegistry()
@@ -147,26 +172,42 @@ func newEnvWith(t *testing.T, tune func(*agent.DirectConfig)) *env {
 	agent.Register(reg)
 	ipxe.Register(reg, ipxe.Config{BootURL: "http://10.0.0.1:6385", DeployKernel: kernel, DeployRamdisk: ramdisk})
 	dc := agent.DirectConfig{BootURL: "http://10.0.0.1:6385", PowerOffChecks: 2, PowerOffInterval: time.Millisecond, Log: log}
-	if tune != nil {
-		tune(&dc)
+	if cfg.direct != nil {
+		cfg.direct(&dc)
 	}
 	agent.RegisterDirect(reg, agentclient.New(agentclient.Options{Attempts: 1, Logger: log}), dc)
-	reg.AddHardwareType(&drivers.HardwareType{Name: "test-direct", Supported: map[string][]string{
-		"power": {"fake"}, "management": {"fake"}, "boot": {"ipxe"}, "deploy": {"direct"},
-		"inspect": {"agent", "no-inspect"}, "raid": {"no-raid"}, "bios": {"no-bios"}, "console": {"no-console"},
-		"network": {"noop"}, "rescue": {"no-rescue"}, "storage": {"noop"}, "vendor": {"no-vendor"},
-	}})
+	for _, ht := range []struct {
+		name          string
+		raid, inspect []string
+	}{
+		{"test-direct", []string{"no-raid"}, []string{"agent", "no-inspect"}},
+		{"test-raid", []string{"agent", "no-raid"}, []string{"no-inspect"}},
+		{"test-noraid", []string{"no-raid"}, []string{"no-inspect"}},
+	} {
+		reg.AddHardwareType(&drivers.HardwareType{Name: ht.name, Supported: map[string][]string{
+			"power": {"fake"}, "management": {"fake"}, "boot": {"ipxe"}, "deploy": {"direct"},
+			"inspect": ht.inspect, "raid": ht.raid, "bios": {"no-bios"}, "console": {"no-console"},
+			"network": {"noop"}, "rescue": {"no-rescue"}, "storage": {"noop"}, "vendor": {"no-vendor"},
+		}})
+	}
 	c := conductor.New(st, reg, conductor.Config{Host: "c1", LockRetries: 20, LockRetryInterval: 10 * time.Millisecond,
 		DeployCallbackTimeout: time.Hour, CheckStateInterval: time.Hour}, log)
 	t.Cleanup(func() { c.Stop(); st.Close() })
-	n := &model.Node{Driver: "test-direct", Name: "n1", ProvisionState: "enroll"}
+	n := cfg.node
+	if n == nil {
+		n = &model.Node{Driver: "test-direct", Name: "n1"}
+	}
+	n.ProvisionState = "enroll"
 	if err := c.CreateNode(ctx, n); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.CreatePort(ctx, &model.Port{UUID: uuid.NewString(), Address: mac, NodeID: n.ID, NodeUUID: n.UUID, PXEEnabled: true}); err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, c: c, st: st, agent: newTestAgent(t), node: n, image: image}
+	if cfg.agent == nil {
+		cfg.agent = newTestAgent
+	}
+	e := &env{t: t, c: c, st: st, agent: cfg.agent(t), node: n, image: image}
 	e.provision("manage")
 	e.want("manageable")
 	return e

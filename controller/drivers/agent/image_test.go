@@ -49,7 +49,7 @@ func TestDeployByAlias(t *testing.T) {
 			return agent.ImageUsers(ns, sha), err
 		}})
 	t.Cleanup(imgs.Close)
-	e := newEnvWith(t, func(dc *agent.DirectConfig) { dc.Images = imgs })
+	e := newEnvWith(t, envConfig{direct: func(dc *agent.DirectConfig) { dc.Images = imgs }})
 	st = e.st
 	f := false
 	e.c.UpdateNode(context.Background(), e.node.UUID, func(n *model.Node) error { n.AutomatedClean = &f; return nil })

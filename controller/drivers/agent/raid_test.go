@@ -8,25 +8,17 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
-
 	agentapi "github.com/ironlite/ironlite/agent/api"
 	"github.com/ironlite/ironlite/agent/protocol"
-	"github.com/ironlite/ironlite/controller/agentclient"
 	"github.com/ironlite/ironlite/controller/api"
 	"github.com/ironlite/ironlite/controller/conductor"
 	"github.com/ironlite/ironlite/controller/drivers"
 	"github.com/ironlite/ironlite/controller/drivers/agent"
-	"github.com/ironlite/ironlite/controller/drivers/fake"
-	"github.com/ironlite/ironlite/controller/drivers/ipxe"
 	"github.com/ironlite/ironlite/controller/model"
-	"github.com/ironlite/ironlite/controller/store"
 )
 
 // The RAID tests run the conductor, the direct deploy's cleaning and the
@@ -38,14 +30,10 @@ import (
 // newRAIDAgent is the agent side, offering IPA's generic clean steps
 // including the two raid steps.
 func newRAIDAgent(t *testing.T) *testAgent {
-	a := &testAgent{release: make(chan struct{}), params: map[string]map[string]any{}}
-	reg := agentapi.NewRegistry()
-	record := func(name string, p map[string]any) {
-		a.mu.Lock()
-		defer a.mu.Unlock()
-		a.calls = append(a.calls, name)
-		a.params[name] = p
-	}
+	return newAgent(t, registerRAIDCommands)
+}
+
+func registerRAIDCommands(reg *agentapi.Registry, _ *testAgent, record func(string, map[string]any)) {
 	reg.Register("clean.get_clean_steps", agentapi.Command{Run: func(_ context.Context, p map[string]any) (any, error) {
 		record("clean.get_clean_steps", p)
 		step := func(iface, name string, prio int) protocol.Step {
@@ -83,58 +71,18 @@ func newRAIDAgent(t *testing.T) *testAgent {
 		}
 		return protocol.CleanStepResult{CleanResult: result, CleanStep: s}, nil
 	}})
-	a.srv = agentapi.New(context.Background(), reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	a.http = httptest.NewServer(a.srv.Handler())
-	t.Cleanup(a.http.Close)
-	return a
 }
 
-// newRAIDEnv is newEnv with a hardware type whose raid interfaces are
-// "agent" (the node's) and "no-raid", and the RAID agent; priorities
-// overrides the clean step priorities (nil: the default).
+// newRAIDEnv is newEnv with the node on test-raid (raid interfaces
+// "agent", then "no-raid") and the RAID agent; priorities overrides the
+// clean step priorities (nil: the default).
 func newRAIDEnv(t *testing.T, priorities map[string]int) *env {
 	t.Helper()
-	ctx := context.Background()
-	dir := t.TempDir()
-	st, err := store.OpenSQLite(ctx, filepath.Join(dir, "db.sqlite"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	kernel, ramdisk, image := filepath.Join(dir, "vmlinuz"), filepath.Join(dir, "initrd"), filepath.Join(dir, "disk.qcow2")
-	for _, f := range []string{kernel, ramdisk, image} {
-		if err := os.WriteFile(f, []byte("contents of "+filepath.Base(f)), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	reg := drivers.NewRegistry()
-	fake.Register(reg)
-	agent.Register(reg)
-	ipxe.Register(reg, ipxe.Config{BootURL: "http://10.0.0.1:6385", DeployKernel: kernel, DeployRamdisk: ramdisk})
-	agent.RegisterDirect(reg, agentclient.New(agentclient.Options{Attempts: 1, Logger: log}),
-		agent.DirectConfig{BootURL: "http://10.0.0.1:6385", PowerOffChecks: 2, PowerOffInterval: time.Millisecond,
-			CleanStepPriority: priorities, Log: log})
-	for name, raid := range map[string][]string{"test-raid": {"agent", "no-raid"}, "test-noraid": {"no-raid"}} {
-		reg.AddHardwareType(&drivers.HardwareType{Name: name, Supported: map[string][]string{
-			"power": {"fake"}, "management": {"fake"}, "boot": {"ipxe"}, "deploy": {"direct"},
-			"inspect": {"no-inspect"}, "raid": raid, "bios": {"no-bios"}, "console": {"no-console"},
-			"network": {"noop"}, "rescue": {"no-rescue"}, "storage": {"noop"}, "vendor": {"no-vendor"},
-		}})
-	}
-	c := conductor.New(st, reg, conductor.Config{Host: "c1", LockRetries: 20, LockRetryInterval: 10 * time.Millisecond,
-		DeployCallbackTimeout: time.Hour, CheckStateInterval: time.Hour}, log)
-	t.Cleanup(func() { c.Stop(); st.Close() })
-	n := &model.Node{Driver: "test-raid", Name: "r1", ProvisionState: "enroll", Properties: model.JSONObject{"capabilities": "boot_mode:bios"}}
-	if err := c.CreateNode(ctx, n); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.CreatePort(ctx, &model.Port{UUID: uuid.NewString(), Address: mac, NodeID: n.ID, NodeUUID: n.UUID, PXEEnabled: true}); err != nil {
-		t.Fatal(err)
-	}
-	e := &env{t: t, c: c, st: st, agent: newRAIDAgent(t), node: n, image: image}
-	e.provision("manage")
-	e.want("manageable")
-	return e
+	return newEnvWith(t, envConfig{
+		direct: func(dc *agent.DirectConfig) { dc.CleanStepPriority = priorities },
+		agent:  newRAIDAgent,
+		node:   &model.Node{Driver: "test-raid", Name: "r1", Properties: model.JSONObject{"capabilities": "boot_mode:bios"}},
+	})
 }
 
 // raid1Root is a RAID-1 root over two disks and a RAID-0 data volume.

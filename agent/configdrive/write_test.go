@@ -138,20 +138,6 @@ func blkidAt(t *testing.T, dev string, off int64) string {
 	return run(t, "", "blkid", append(args, dev)...)
 }
 
-func readAt(t *testing.T, dev string, off, n int64) []byte {
-	t.Helper()
-	f, err := os.Open(dev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b := make([]byte, n)
-	if _, err := f.ReadAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 // check verifies what Write reported against the disk: the table as
 // sfdisk reads it, the image bytes, the zeroed rest of a new partition and
 // what blkid finds there.
@@ -174,11 +160,11 @@ func check(t *testing.T, dev string, res Result, iso []byte) sfdiskTable {
 	if res.Table == "dos" && res.PartUUID != fmt.Sprintf("%s-%02x", strings.TrimPrefix(pt.ID, "0x"), res.Partition) {
 		t.Errorf("Result.PartUUID %s for disk id %s", res.PartUUID, pt.ID)
 	}
-	if got := readAt(t, dev, res.Offset, int64(len(iso))); !bytes.Equal(got, iso) {
+	if got := blockdevtest.ReadAt(t, dev, res.Offset, int64(len(iso))); !bytes.Equal(got, iso) {
 		t.Error("the partition does not start with the image")
 	}
 	if res.Created {
-		rest := readAt(t, dev, res.Offset+int64(len(iso)), res.Size-int64(len(iso)))
+		rest := blockdevtest.ReadAt(t, dev, res.Offset+int64(len(iso)), res.Size-int64(len(iso)))
 		if !allZero(rest) {
 			t.Error("the new partition is not zero past the image")
 		}
@@ -239,7 +225,7 @@ func TestWriteGPTImageSmallerThanDisk(t *testing.T) {
 		t.Errorf("new partition %+v", p)
 	}
 	// The protective MBR now covers the whole disk.
-	if got := binary.LittleEndian.Uint32(readAt(t, dev, 446+12, 4)); int64(got) != sectors-1 {
+	if got := binary.LittleEndian.Uint32(blockdevtest.ReadAt(t, dev, 446+12, 4)); int64(got) != sectors-1 {
 		t.Errorf("protective MBR covers %d sectors, want %d", got, sectors-1)
 	}
 }
@@ -506,7 +492,7 @@ func TestWriteBeyond2TiB(t *testing.T) {
 		if res.Offset+res.Size != (3*tiB/512-33)*512 {
 			t.Errorf("Result = %+v, not at the end of the disk", res)
 		}
-		if got := binary.LittleEndian.Uint32(readAt(t, dev, 446+12, 4)); got != 0xffffffff {
+		if got := binary.LittleEndian.Uint32(blockdevtest.ReadAt(t, dev, 446+12, 4)); got != 0xffffffff {
 			t.Errorf("protective MBR covers %#x sectors, want 0xffffffff", got)
 		}
 	})
@@ -637,7 +623,7 @@ func TestWriteLoopDevice(t *testing.T) {
 			if out := run(t, "", "blkid", "-p", "-o", "export", node); !strings.Contains(out, "TYPE=iso9660\n") || !strings.Contains(out, "LABEL=config-2\n") {
 				t.Errorf("blkid %s:\n%s", node, out)
 			}
-			if got := readAt(t, node, 0, int64(len(iso))); !bytes.Equal(got, iso) {
+			if got := blockdevtest.ReadAt(t, node, 0, int64(len(iso))); !bytes.Equal(got, iso) {
 				t.Errorf("%s does not hold the image", node)
 			}
 			if size := run(t, "", "blockdev", "--getsize64", node); strings.TrimSpace(size) != fmt.Sprint(res.Size) {
@@ -665,7 +651,7 @@ func TestWriteLoopDevice4K(t *testing.T) {
 		t.Errorf("sfdisk: sector size %d, last LBA %d", pt.SectorSize, pt.LastLBA)
 	}
 	node := partNode(t, dev, 3)
-	if got := readAt(t, node, 0, int64(len(iso))); !bytes.Equal(got, iso) {
+	if got := blockdevtest.ReadAt(t, node, 0, int64(len(iso))); !bytes.Equal(got, iso) {
 		t.Errorf("%s does not hold the image", node)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/diskfs/go-diskfs/partition/gpt"
 
 	"github.com/ironlite/ironlite/agent/blockdev"
+	"github.com/ironlite/ironlite/agent/blockdev/blockdevtest"
 	"github.com/ironlite/ironlite/agent/disk"
 )
 
@@ -102,20 +103,6 @@ func copyInto(t *testing.T, p string, off int64, b []byte) {
 	if err := f.Sync(); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func readAt(t *testing.T, p string, off, n int64) []byte {
-	t.Helper()
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b := make([]byte, n)
-	if _, err := f.ReadAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 const esp = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
@@ -227,7 +214,7 @@ func TestFindESPAndCopy(t *testing.T) {
 		if p.Index != 2 || !strings.EqualFold(string(p.Type), esp) || p.Start != uint64(mib/512) || int64(p.End-p.Start+1)*512 != size {
 			t.Errorf("ESP %+v, want partition 2 at 1 MiB of %d bytes", p, size)
 		}
-		if got, want := readAt(t, member, mib, size), readAt(t, image, e.start, e.size); !bytes.Equal(got, want) {
+		if got, want := blockdevtest.ReadAt(t, member, mib, size), blockdevtest.ReadAt(t, image, e.start, e.size); !bytes.Equal(got, want) {
 			t.Error("the copied ESP differs from the image's")
 		}
 		if out, err := exec.Command("sfdisk", "--verify", member).CombinedOutput(); err != nil {

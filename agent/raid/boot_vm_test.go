@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/ironlite/ironlite/agent/blockdev"
+	"github.com/ironlite/ironlite/agent/blockdev/blockdevtest"
 	"github.com/ironlite/ironlite/agent/protocol"
 	"github.com/ironlite/ironlite/agent/rootdevice"
 )
@@ -96,7 +97,7 @@ func TestWholeDiskRootMirror(t *testing.T) {
 	}
 	want := tableOf(t, md)
 	for _, d := range devs {
-		if got := readAt(t, d.Name, 0, int64(len(image))); !bytes.Equal(got, image) {
+		if got := blockdevtest.ReadAt(t, d.Name, 0, int64(len(image))); !bytes.Equal(got, image) {
 			t.Errorf("%s does not start with the image", d.Name)
 		}
 		if got := tableOf(t, d.Name); got != want {
@@ -128,7 +129,7 @@ func TestWholeDiskRootMirror(t *testing.T) {
 		if got := tableOf(t, d.Name); got != want {
 			t.Errorf("sfdisk -d %s alone:\n%s\nwant\n%s", d.Name, got, want)
 		}
-		if got := readAt(t, d.Name, 0, 64); !bytes.Equal(got, image[:64]) {
+		if got := blockdevtest.ReadAt(t, d.Name, 0, 64); !bytes.Equal(got, image[:64]) {
 			t.Errorf("%s: boot code %q", d.Name, got)
 		}
 	}
@@ -257,7 +258,7 @@ func TestPartitionedRootESP(t *testing.T) {
 			if _, err := os.Stat(node); err != nil {
 				t.Fatalf("the kernel does not know the ESP: %v", err)
 			}
-			if got := readAt(t, node, 0, int64(len(want))); !bytes.Equal(got, want) {
+			if got := blockdevtest.ReadAt(t, node, 0, int64(len(want))); !bytes.Equal(got, want) {
 				t.Errorf("%s: the ESP differs from the image's", node)
 			}
 			run(t, "fsck.vfat", "-n", node)

@@ -72,3 +72,18 @@ func LoopFile(t testing.TB, size int64, fill []byte) string {
 	t.Helper()
 	return Loop(t, File(t, "disk.img", size, fill), false)
 }
+
+// ReadAt returns n bytes of the file or device p at off.
+func ReadAt(t testing.TB, p string, off, n int64) []byte {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, n)
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

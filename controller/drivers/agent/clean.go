@@ -180,7 +180,7 @@ func (d *Direct) planClean(ctx context.Context, n *model.Node, a agentclient.Age
 			key := stepLabel(rm)
 			s, ok := offered[key]
 			if !ok {
-				return fmt.Errorf("clean step %s is not supported by the agent (it offers: %s)", key, strings.Join(keys(offered), ", "))
+				return fmt.Errorf("clean step %s is not supported by the agent (it offers: %s)", key, strings.Join(sortedKeys(offered), ", "))
 			}
 			args, _ := rm["args"].(map[string]any)
 			plan = append(plan, toMap(s, 0, maps.Clone(args)))
@@ -226,15 +226,6 @@ func (d *Direct) planClean(ctx context.Context, n *model.Node, a agentclient.Age
 	dii["clean_step_index"] = -1
 	d.log.Info("clean steps planned", "node", n.UUID, "steps", len(plan))
 	return nil
-}
-
-func keys(m map[string]protocol.Step) []string {
-	var out []string
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // nodeParam is the node as sent to the agent in step commands: what the

@@ -530,7 +530,7 @@ func (d *Direct) addRAIDSteps(n *model.Node, plan []any, offered map[string]prot
 	want := func(label string) (map[string]any, error) {
 		s, ok := offered[label]
 		if !ok {
-			return nil, fmt.Errorf("clean step %s is not supported by the agent (it offers: %s); the node's RAID configuration needs it", label, strings.Join(keys(offered), ", "))
+			return nil, fmt.Errorf("clean step %s is not supported by the agent (it offers: %s); the node's RAID configuration needs it", label, strings.Join(sortedKeys(offered), ", "))
 		}
 		return toMap(s, s.Priority, nil), nil
 	}

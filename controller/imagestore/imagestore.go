@@ -60,8 +60,9 @@ type Progress struct {
 	Total int64 `json:"total"` // -1 while unknown
 }
 
-// InUseFunc reports the nodes whose running deploy uses the image.
-type InUseFunc func(ctx context.Context, sha string) ([]string, error)
+// InUseFunc reports the images that running deploys use: the nodes'
+// UUIDs by sha256. It is asked once per listing, not once per image.
+type InUseFunc func(ctx context.Context) (map[string][]string, error)
 
 // Config assembles a Store.
 type Config struct {
@@ -219,7 +220,7 @@ func (s *Store) Start(ctx context.Context, ref string, opt catalog.Options) (Ima
 	}
 	sha := img.Checksum.Value
 	if e, err := s.cfg.Cache.Get(sha); err == nil {
-		return s.fromEntry(ctx, e), nil
+		return fromEntry(e, s.users(ctx)), nil
 	}
 	j := s.begin(img)
 	s.wg.Add(1)
@@ -310,9 +311,10 @@ func (s *Store) List(ctx context.Context) ([]Image, error) {
 	if err != nil {
 		return nil, err
 	}
+	users := s.users(ctx)
 	out := make([]Image, 0, len(es))
 	for _, e := range es {
-		out = append(out, s.fromEntry(ctx, e))
+		out = append(out, fromEntry(e, users))
 	}
 	s.mu.Lock()
 	var jobs []Image
@@ -397,18 +399,22 @@ func (s *Store) URL(e cache.Entry) (string, error) {
 	return s.cfg.BaseURL + "/images/" + e.SHA256 + "/" + url.PathEscape(name), nil
 }
 
-func (s *Store) fromEntry(ctx context.Context, e cache.Entry) Image {
-	t := e.ImportedAt
-	img := Image{ID: e.SHA256, Name: e.Name, Ref: e.Ref, Source: redactURL(e.URL), DiskFormat: e.DiskFormat,
-		Size: e.Size, State: Active, ImportedAt: &t}
-	if s.cfg.InUse != nil {
-		users, err := s.cfg.InUse(ctx, e.SHA256)
-		if err != nil {
-			s.log.Warn("image users", "sha256", e.SHA256, "err", err)
-		}
-		img.InUseBy = users
+// users is what InUse reports (nil without one, or on error: logged).
+func (s *Store) users(ctx context.Context) map[string][]string {
+	if s.cfg.InUse == nil {
+		return nil
 	}
-	return img
+	users, err := s.cfg.InUse(ctx)
+	if err != nil {
+		s.log.Warn("images in use by deploys", "err", err)
+	}
+	return users
+}
+
+func fromEntry(e cache.Entry, users map[string][]string) Image {
+	t := e.ImportedAt
+	return Image{ID: e.SHA256, Name: e.Name, Ref: e.Ref, Source: redactURL(e.URL), DiskFormat: e.DiskFormat,
+		Size: e.Size, State: Active, ImportedAt: &t, InUseBy: users[e.SHA256]}
 }
 
 func (s *Store) fromJob(sha string, j *job) Image {

@@ -158,8 +158,8 @@ func TestOfflineFallbackAndInUse(t *testing.T) {
 	data := bytes.Repeat([]byte("y"), 4096)
 	srv := streamtest.New(t, streamtest.Image{Alias: "centos/9-Stream", Data: data})
 	users := map[string][]string{}
-	s, _ := newStore(t, map[string]string{"lab": srv.URL}, func(_ context.Context, sha string) ([]string, error) {
-		return users[sha], nil
+	s, _ := newStore(t, map[string]string{"lab": srv.URL}, func(context.Context) (map[string][]string, error) {
+		return users, nil
 	})
 	ctx := context.Background()
 	e, err := s.Fetch(ctx, "lab:centos/9-Stream", catalog.Options{}, nil)

@@ -6,6 +6,7 @@ import (
 
 	"github.com/ironlite/ironlite/controller/drivers/agent"
 	"github.com/ironlite/ironlite/controller/imagestore"
+	"github.com/ironlite/ironlite/controller/model"
 	"github.com/ironlite/ironlite/controller/statemachine"
 	"github.com/ironlite/ironlite/controller/store"
 )
@@ -17,16 +18,16 @@ func openImages(dataDir, bootURL string, st *store.Store, log *slog.Logger) (*im
 	return imagestore.Open(dataDir, imagestore.Config{
 		BaseURL: bootURL,
 		Log:     log,
-		InUse: func(ctx context.Context, sha string) ([]string, error) {
-			var users []string
+		InUse: func(ctx context.Context) (map[string][]string, error) {
+			var ns []*model.Node
 			for _, state := range []string{statemachine.Deploying, statemachine.DeployWait} {
-				ns, err := st.ListNodes(ctx, store.NodeFilter{ProvisionState: state})
+				more, err := st.ListNodes(ctx, store.NodeFilter{ProvisionState: state})
 				if err != nil {
 					return nil, err
 				}
-				users = append(users, agent.ImageUsers(ns, sha)...)
+				ns = append(ns, more...)
 			}
-			return users, nil
+			return agent.ImagesInUse(ns), nil
 		},
 	})
 }

@@ -325,14 +325,14 @@ func (d *Direct) resolveCatalogRef(ctx context.Context, n *model.Node, src strin
 	return nil
 }
 
-// ImageUsers returns the nodes among ns whose running deploy uses the
-// cached image sha (the image service refuses to delete it meanwhile).
-func ImageUsers(ns []*model.Node, sha string) []string {
-	var out []string
+// ImagesInUse returns the cached images the running deploys among ns
+// use: node UUIDs by sha256 (the image service refuses to delete them).
+func ImagesInUse(ns []*model.Node) map[string][]string {
+	out := map[string][]string{}
 	for _, n := range ns {
 		local, _ := n.DriverInternalInfo[imageKey].(map[string]any)
-		if deploying(n) && local["sha256"] == sha {
-			out = append(out, n.UUID)
+		if sha, _ := local["sha256"].(string); deploying(n) && sha != "" {
+			out[sha] = append(out[sha], n.UUID)
 		}
 	}
 	return out

@@ -44,9 +44,9 @@ func TestDeployByAlias(t *testing.T) {
 	}
 	var st *store.Store
 	imgs := imagestore.New(imagestore.Config{Catalog: catalog.New(srcs, nil), Cache: c, BaseURL: "http://10.0.0.1:6385",
-		InUse: func(ctx context.Context, sha string) ([]string, error) {
+		InUse: func(ctx context.Context) (map[string][]string, error) {
 			ns, err := st.ListNodes(ctx, store.NodeFilter{ProvisionState: statemachine.DeployWait})
-			return agent.ImageUsers(ns, sha), err
+			return agent.ImagesInUse(ns), err
 		}})
 	t.Cleanup(imgs.Close)
 	e := newEnvWith(t, envConfig{direct: func(dc *agent.DirectConfig) { dc.Images = imgs }})
